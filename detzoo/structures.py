@@ -1,0 +1,115 @@
+"""Plain data types that flow between the data pipeline, the models and the evaluators.
+
+* ``Instances``: the objects of one image (boxes in xyxy pixels, contiguous labels
+  ``0..K-1``, optional scores, masks and keypoints), indexable as a whole.
+* ``ImageBatch``: normalised images padded into one NCHW tensor, with the size of each
+  image before padding (``image_sizes``) and before resizing (``original_sizes``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+Size = tuple[int, int]  # (height, width)
+
+
+@dataclass
+class Instances:
+    """Objects of one image. Every tensor field has the instance count as first dim.
+
+    boxes: (N, 4) float xyxy in pixels of the image they belong to.
+    labels: (N,) int64 contiguous class indices 0..K-1.
+    scores: (N,) float, predictions only.
+    masks: (N, H, W) bool/uint8 full-image masks, optional.
+    keypoints: (N, K, 3) float x, y, visibility (targets) or score (predictions), optional.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    scores: Tensor | None = None
+    masks: Tensor | None = None
+    keypoints: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = self.boxes.shape[0]
+        if self.boxes.dim() != 2 or self.boxes.shape[1] != 4:
+            raise ValueError(f"Instances.boxes must be (N, 4), got {tuple(self.boxes.shape)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and value.shape[0] != n:
+                raise ValueError(
+                    f"Instances.{f.name} has {value.shape[0]} rows but boxes has {n}"
+                )
+
+    @classmethod
+    def empty(cls, device: torch.device | str = "cpu") -> "Instances":
+        return cls(
+            boxes=torch.zeros((0, 4), dtype=torch.float32, device=device),
+            labels=torch.zeros((0,), dtype=torch.int64, device=device),
+        )
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def _map(self, fn) -> "Instances":
+        return replace(
+            self,
+            **{f.name: fn(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None},
+        )
+
+    def __getitem__(self, index) -> "Instances":
+        return self._map(lambda t: t[index])
+
+    def to(self, device: torch.device | str) -> "Instances":
+        return self._map(lambda t: t.to(device))
+
+
+@dataclass
+class ImageBatch:
+    tensor: Tensor  # (N, C, H, W), padded with zeros after normalisation
+    image_sizes: list[Size]  # per image (h, w) after resizing, before padding
+    original_sizes: list[Size]  # per image (h, w) as read from disk
+
+    def __len__(self) -> int:
+        return len(self.image_sizes)
+
+    @classmethod
+    def from_tensors(
+        cls,
+        images: Sequence[Tensor],
+        original_sizes: Sequence[Size],
+        size_divisibility: int = 32,
+    ) -> "ImageBatch":
+        """Pad (C, H, W) images at the bottom/right with zeros to a common size divisible
+        by ``size_divisibility``."""
+        if len(images) == 0:
+            raise ValueError("ImageBatch.from_tensors needs at least one image")
+        max_h = max(im.shape[-2] for im in images)
+        max_w = max(im.shape[-1] for im in images)
+        d = size_divisibility
+        pad_h, pad_w = int(math.ceil(max_h / d) * d), int(math.ceil(max_w / d) * d)
+        tensor = images[0].new_zeros((len(images), images[0].shape[0], pad_h, pad_w))
+        for i, im in enumerate(images):
+            tensor[i, :, : im.shape[-2], : im.shape[-1]].copy_(im)
+        return cls(
+            tensor=tensor,
+            image_sizes=[(int(im.shape[-2]), int(im.shape[-1])) for im in images],
+            original_sizes=[tuple(s) for s in original_sizes],
+        )
+
+
+def scale_boxes(boxes: Tensor, from_size: Size, to_size: Size) -> Tensor:
+    """Rescale xyxy boxes from an image of ``from_size`` to one of ``to_size`` (h, w)."""
+    ratio_h = torch.tensor(to_size[0], dtype=torch.float32, device=boxes.device) / torch.tensor(
+        from_size[0], dtype=torch.float32, device=boxes.device
+    )
+    ratio_w = torch.tensor(to_size[1], dtype=torch.float32, device=boxes.device) / torch.tensor(
+        from_size[1], dtype=torch.float32, device=boxes.device
+    )
+    return boxes * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h]).to(boxes.dtype)
+
