@@ -1,0 +1,227 @@
+"""Config files: plain-data Python files with mmdetection-style ``_base_`` inheritance.
+
+A config file is parsed, never executed: it may only hold top-level ``NAME = value``
+assignments whose values are literals (str, int, float, bool, None, lists, tuples,
+``{...}`` dicts, unary minus) or ``dict(key=value, ...)`` calls built from the same.
+Lists and tuples are kept as written (a tuple stays a tuple); on merge both are
+replaced whole, like every non-dict value.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import inspect
+import keyword
+import os
+import pprint
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class ConfigError(ValueError):
+    """A config file, override or config section is invalid."""
+
+
+def config_root() -> Path:
+    """Directory searched for configs given by bare name: ``$DETZOO_CONFIG_ROOT`` or ``<repo>/configs``."""
+    env = os.environ.get("DETZOO_CONFIG_ROOT")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config(path_or_name: str | Path) -> dict:
+    """Load a config file (path, or bare name looked up under ``config_root()``) with its bases merged."""
+    text = str(path_or_name)
+    if Path(text).name == text and not text.endswith(".py"):
+        return _load(_find_by_name(text), ())
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return _load(path.resolve(), ())
+
+
+def merge(base: dict, child: dict) -> dict:
+    """Return ``base`` updated by ``child``: dicts merge key by key, other values are replaced.
+
+    A child dict holding ``_delete_=True`` replaces the base dict instead of merging into it.
+    Inputs are not mutated and the result shares no mutable objects with them.
+    """
+    child = dict(child)
+    out = {} if child.pop("_delete_", False) else copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict):
+            sub = out.get(key)
+            out[key] = merge(sub if isinstance(sub, dict) else {}, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
+    """Return a copy of ``cfg`` with ``a.b.c=VALUE`` items applied (VALUE a Python literal, else a string)."""
+    out = copy.deepcopy(cfg)
+    for item in overrides:
+        dotted, sep, text = item.partition("=")
+        if not sep or not all(dotted.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. optim.lr=0.01")
+        keys = dotted.split(".")
+        node = out
+        for depth, key in enumerate(keys):
+            where = ".".join(keys[:depth])
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {where!r} is a {type(node).__name__}, not a dict, "
+                                  f"so it has no key {key!r}")
+            if key not in node:
+                raise ConfigError(f"--set {item!r}: " + _unknown_key(where, key, node))
+            if depth < len(keys) - 1:
+                node = node[key]
+        node[keys[-1]] = _parse_value(text)
+    return out
+
+
+def check_keys(section: str, cfg: Mapping, allowed: Iterable[str]) -> None:
+    """Raise ``ConfigError`` for the first key of ``cfg`` not in ``allowed`` (``section`` prefixes the message)."""
+    allowed = list(allowed)
+    for key in cfg:
+        if key not in allowed:
+            raise ConfigError(_unknown_key(section, key, allowed))
+
+
+def check_signature(section: str, cfg: Mapping, fn: Callable, *, exclude: Iterable[str] = ()) -> None:
+    """Check ``cfg`` against the keyword parameters of ``fn`` (minus ``exclude``): unknown and missing keys."""
+    exclude = set(exclude)
+    params = inspect.signature(fn).parameters.values()
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in exclude]
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        check_keys(section, cfg, [p.name for p in named])
+    missing = [_dotted(section, p.name) for p in named if p.default is p.empty and p.name not in cfg]
+    if missing:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise ConfigError(f"missing required key(s) {', '.join(map(repr, missing))} for {name}")
+
+
+def dump_config(cfg: dict) -> str:
+    """Config file text (sorted ``key = value`` lines) that ``load_config`` reads back to an equal dict."""
+    lines = []
+    for key in sorted(cfg, key=str):
+        if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
+            raise ConfigError(f"dump_config: top-level key {key!r} is not a valid Python name")
+        lines.append(f"{key} = {pprint.pformat(cfg[key], width=100, compact=True, sort_dicts=False)}\n")
+        _parse(lines[-1], f"<dump_config key {key!r}>")  # fail now, not at load time, on non-plain data
+    return "".join(lines)
+
+
+def _find_by_name(name: str) -> Path:
+    root = config_root()
+    if not root.is_dir():
+        raise ConfigError(f"cannot look up config '{name}': config root {root} is not a directory "
+                          "(set DETZOO_CONFIG_ROOT or pass a file path)")
+    files = sorted(root.rglob("*.py"))
+    hits = [f for f in files if f.stem == name]
+    if len(hits) > 1:
+        raise ConfigError(f"config name '{name}' is ambiguous, several files match: "
+                          + ", ".join(map(str, hits)))
+    if not hits:
+        raise ConfigError(f"no config named '{name}' under {root}"
+                          + _did_you_mean(name, sorted({f.stem for f in files}), n=3))
+    return hits[0].resolve()
+
+
+def _load(path: Path, chain: tuple[Path, ...]) -> dict:
+    if path in chain:
+        raise ConfigError("_base_ cycle: " + " -> ".join(map(str, (*chain, path))))
+    try:
+        source = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    own = _parse(source, str(path))
+    bases = own.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, (list, tuple)) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a path string or a list of them, got {bases!r}")
+    cfg: dict = {}
+    for base in bases:
+        base_path = (path.parent / base).resolve()
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: _base_ file {base!r} not found (looked for {base_path})")
+        cfg = merge(cfg, _load(base_path, (*chain, path)))
+    return merge(cfg, own)
+
+
+def _parse(source: str, filename: str) -> dict:
+    """Evaluate the top-level ``NAME = value`` assignments of a config source without executing it."""
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as exc:
+        raise ConfigError(f"{filename}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    pairs = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+            continue  # docstring
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            raise _not_allowed(filename, stmt)
+        pairs.append((stmt.targets[0].id, stmt.value))
+    return _evaluate_pairs(filename, pairs)
+
+
+def _evaluate_pairs(filename: str, pairs: Iterable[tuple[Any, ast.expr]]) -> dict:
+    out = {}
+    for key, node in pairs:
+        if key in out:
+            raise ConfigError(f"{filename}:{node.lineno}: key {key!r} is given twice")
+        out[key] = _evaluate(filename, node)
+    return out
+
+
+def _evaluate(filename: str, node: ast.expr) -> Any:
+    """Value of a literal / ``dict(...)`` expression; anything else is a ``ConfigError``."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, _SCALARS):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        value = _evaluate(filename, node.operand)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value
+    if isinstance(node, ast.List):
+        return [_evaluate(filename, elt) for elt in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_evaluate(filename, elt) for elt in node.elts)
+    if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(k.value, _SCALARS)
+                                          for k in node.keys):
+        return _evaluate_pairs(filename, ((k.value, v) for k, v in zip(node.keys, node.values)))
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
+            and not node.args and all(kw.arg for kw in node.keywords)):
+        return _evaluate_pairs(filename, ((kw.arg, kw.value) for kw in node.keywords))
+    raise _not_allowed(filename, node)
+
+
+def _not_allowed(filename: str, node: ast.AST) -> ConfigError:
+    snippet = ast.unparse(node).splitlines()[0][:60]
+    return ConfigError(f"{filename}:{node.lineno}: {snippet!r} ({type(node).__name__}) is not allowed in a config; "
+                       "only NAME = <literal or dict(key=value, ...)> assignments are")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def _dotted(section: str, key: Any) -> str:
+    return f"{section}.{key}" if section else str(key)
+
+
+def _did_you_mean(word: Any, candidates: Iterable[str], n: int = 1) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=n)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _unknown_key(section: str, key: Any, valid: Iterable[Any]) -> str:
+    valid = sorted(map(str, valid))
+    return (f"unknown key {_dotted(section, key)!r}{_did_you_mean(key, valid)} "
+            f"(valid keys: {', '.join(valid)})")
