@@ -1,0 +1,111 @@
+"""Pure transforms on ``(image, instances)``: resize the shorter side, horizontal flip.
+
+Images are (3, H, W) float tensors; boxes, masks and keypoints follow the image.
+``build_transforms`` makes the one training / test pipeline; its randomness comes from
+the torch RNG, so ``torch.manual_seed`` (and DataLoader worker seeding) reproduces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from detzoo.structures import Instances, scale_boxes
+
+Transform = Callable[[Tensor, Instances], tuple[Tensor, Instances]]
+
+
+def resize_shortest_edge(
+    image: Tensor, instances: Instances, *, short: int, max_size: int
+) -> tuple[Tensor, Instances]:
+    """Scale so the shorter side is ``short`` unless the longer would exceed ``max_size``.
+
+    Same arithmetic as torchvision's ``GeneralizedRCNNTransform.resize``: bilinear image,
+    nearest masks, boxes and keypoints scaled by the per-axis float32 size ratios.
+    """
+    h, w = image.shape[-2:]
+    scale = min(short / min(h, w), max_size / max(h, w))
+    resized = F.interpolate(
+        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+    )[0]
+    new_h, new_w = resized.shape[-2:]
+    masks = instances.masks
+    if masks is not None:
+        masks = F.interpolate(masks[:, None].float(), scale_factor=scale, recompute_scale_factor=True)[:, 0]
+        masks = masks.to(instances.masks.dtype)
+    keypoints = instances.keypoints
+    if keypoints is not None:
+        ratio = torch.tensor([new_w, new_h], dtype=torch.float32) / torch.tensor([w, h], dtype=torch.float32)
+        keypoints = torch.cat([keypoints[..., :2] * ratio.to(keypoints), keypoints[..., 2:]], dim=-1)
+    boxes = scale_boxes(instances.boxes, (h, w), (new_h, new_w))
+    return resized, replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
+
+
+def hflip(
+    image: Tensor, instances: Instances, *, flip_map: Sequence[tuple[int, int]] = ()
+) -> tuple[Tensor, Instances]:
+    """Mirror left-right: ``x' = W - x``; keypoint pairs in ``flip_map`` swap places."""
+    w = image.shape[-1]
+    x1, y1, x2, y2 = instances.boxes.unbind(1)
+    boxes = torch.stack([w - x2, y1, w - x1, y2], dim=1)
+    masks = None if instances.masks is None else instances.masks.flip(-1)
+    keypoints = instances.keypoints
+    if keypoints is not None:
+        order = list(range(keypoints.shape[1]))
+        for i, j in flip_map:
+            order[i], order[j] = j, i
+        keypoints = keypoints[:, order].clone()
+        keypoints[..., 0] = w - keypoints[..., 0]
+    return image.flip(-1), replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
+
+
+def keypoint_flip_map(names: Sequence[str]) -> list[tuple[int, int]]:
+    """Index pairs of ``left_*`` / ``right_*`` keypoint names, for ``hflip``."""
+    index = {name: i for i, name in enumerate(names)}
+    return [
+        (i, index["right_" + name[5:]])
+        for i, name in enumerate(names)
+        if name.startswith("left_") and "right_" + name[5:] in index
+    ]
+
+
+@dataclass(frozen=True)
+class ResizeFlip:
+    """Resize the shorter side to a random one of ``scales``, then flip with ``flip_prob``.
+
+    Draws from the torch RNG only when there is a choice (several scales, flip_prob > 0).
+    """
+
+    scales: tuple[int, ...]
+    max_size: int
+    flip_prob: float
+    flip_map: tuple[tuple[int, int], ...] = ()
+
+    def __call__(self, image: Tensor, instances: Instances) -> tuple[Tensor, Instances]:
+        short = self.scales[int(torch.randint(len(self.scales), ()))] if len(self.scales) > 1 else self.scales[0]
+        image, instances = resize_shortest_edge(image, instances, short=short, max_size=self.max_size)
+        if self.flip_prob > 0 and float(torch.rand(())) < self.flip_prob:
+            image, instances = hflip(image, instances, flip_map=self.flip_map)
+        return image, instances
+
+
+def build_transforms(
+    *,
+    train: bool,
+    scales: Sequence[int] = (800,),
+    max_size: int = 1333,
+    flip_prob: float = 0.5,
+    flip_map: Sequence[tuple[int, int]] = (),
+) -> ResizeFlip:
+    """Training: multi-scale over ``scales`` and random flip. Test: ``scales[-1]``, no flip."""
+    if not scales:
+        raise ValueError("build_transforms: scales must name at least one shorter-side size")
+    if not 0.0 <= flip_prob <= 1.0:
+        raise ValueError(f"build_transforms: flip_prob must be in [0, 1], got {flip_prob}")
+    if train:
+        return ResizeFlip(tuple(scales), max_size, flip_prob, tuple(map(tuple, flip_map)))
+    return ResizeFlip((scales[-1],), max_size, 0.0)
