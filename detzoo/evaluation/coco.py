@@ -1,0 +1,138 @@
+"""COCO evaluation: predictions (``Instances`` in original image pixels) -> COCO results
+json (dataset image and category ids) -> pycocotools' COCOeval -> a dict of metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval, Params
+
+from detzoo.engine.checkpoint import atomic_write
+from detzoo.structures import Instances
+
+_AREA_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+METRIC_NAMES: dict[str, tuple[str, ...]] = {
+    "bbox": _AREA_METRICS,
+    "segm": _AREA_METRICS,
+    "keypoints": ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"),
+}
+_RESULT_FIELD = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}
+
+
+def _encode_masks(masks: torch.Tensor) -> list[dict]:
+    """(N, H, W) bool/uint8 masks -> compressed RLEs with str counts (JSON-serialisable)."""
+    if masks.dtype not in (torch.bool, torch.uint8):
+        raise ValueError(f"Instances.masks must be bool or uint8 binary masks, got {masks.dtype}")
+    rles = mask_utils.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def instances_to_coco_results(
+    image_ids: Sequence[int], predictions: Sequence[Instances], cat_ids: Sequence[int]
+) -> list[dict]:
+    """One COCO result dict per detection: image_id, category_id (``cat_ids[label]``),
+    bbox xywh, score, and segmentation (RLE) / keypoints (x, y, score flat) when present."""
+    if len(image_ids) != len(predictions):
+        raise ValueError(f"got {len(image_ids)} image ids for {len(predictions)} predictions")
+    results = []
+    for image_id, inst in zip(image_ids, predictions):
+        if len(inst) == 0:
+            continue
+        if inst.scores is None:
+            raise ValueError(f"predictions for image {image_id} have no scores")
+        inst = inst.to("cpu")
+        labels = inst.labels.tolist()
+        bad = sorted({label for label in labels if not 0 <= label < len(cat_ids)})
+        if bad:
+            raise ValueError(f"image {image_id}: labels {bad} out of range for {len(cat_ids)} categories")
+        boxes = inst.boxes.double()
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        dets = [
+            {"image_id": int(image_id), "category_id": int(cat_ids[label]), "bbox": box, "score": score}
+            for label, box, score in zip(labels, xywh, inst.scores.tolist())
+        ]
+        if inst.masks is not None:
+            for det, rle in zip(dets, _encode_masks(inst.masks)):
+                det["segmentation"] = rle
+        if inst.keypoints is not None:
+            for det, keypoints in zip(dets, inst.keypoints.flatten(1).tolist()):
+                det["keypoints"] = keypoints
+        results.extend(dets)
+    return results
+
+
+def write_results(path: str | Path, results: list[dict]) -> None:
+    """Write COCO results as json, atomically (temp file + rename)."""
+    with atomic_write(path, text=True) as f:
+        json.dump(results, f)
+
+
+def _check_ids(coco_gt: COCO, results: list[dict], img_ids: Sequence[int] | None) -> None:
+    for key, known, given in (
+        ("image_id", set(coco_gt.getImgIds()), {r["image_id"] for r in results} | set(img_ids or ())),
+        ("category_id", set(coco_gt.getCatIds()), {r["category_id"] for r in results}),
+    ):
+        unknown = sorted(given - known)
+        if unknown:
+            raise ValueError(
+                f"{key} values {unknown[:10]} are not in the ground truth "
+                f"({len(known)} known, e.g. {sorted(known)[:10]})"
+            )
+
+
+def evaluate_coco(
+    coco_gt: COCO, results: list[dict], *, iou_type: str = "bbox", img_ids: Sequence[int] | None = None
+) -> dict[str, float]:
+    """COCOeval's summary stats as fractions, named as in ``METRIC_NAMES[iou_type]``.
+
+    Empty results give all zeros. For "segm" the results' boxes are dropped so that area
+    ranges use the mask area (as detectron2 does). ``img_ids`` restricts the evaluation.
+    """
+    if iou_type not in METRIC_NAMES:
+        raise ValueError(f"unknown iou_type {iou_type!r}; valid: {', '.join(METRIC_NAMES)}")
+    names = METRIC_NAMES[iou_type]
+    field = _RESULT_FIELD[iou_type]
+    missing = sum(field not in r for r in results)
+    if missing:
+        raise ValueError(f"iou_type {iou_type!r} needs {field!r} in every result; {missing} results lack it")
+    _check_ids(coco_gt, results, img_ids)
+    if iou_type == "keypoints":
+        expected = 3 * len(Params(iouType="keypoints").kpt_oks_sigmas)
+        wrong = sorted({len(r["keypoints"]) for r in results} - {expected})
+        if wrong:
+            raise ValueError(f"keypoint results have {wrong} values each; COCO's OKS sigmas need {expected}")
+    if not results:
+        return dict.fromkeys(names, 0.0)
+    results = copy.deepcopy(results)  # loadRes writes into the dicts
+    if iou_type == "segm":
+        for r in results:
+            r.pop("bbox", None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), iouType=iou_type)
+        if img_ids is not None:
+            coco_eval.params.imgIds = list(img_ids)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return {name: float(value) for name, value in zip(names, coco_eval.stats)}
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Two aligned rows, names over values in percent with one decimal ("-" for COCOeval's
+    -1, i.e. no ground truth in that range)."""
+    cells = [(name, "-" if value < 0 else f"{100 * value:.1f}") for name, value in metrics.items()]
+    widths = [max(len(name), len(value)) for name, value in cells]
+    return "\n".join(
+        " | ".join(cell[row].rjust(width) for cell, width in zip(cells, widths)) for row in (0, 1)
+    )
