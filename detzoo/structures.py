@@ -113,3 +113,35 @@ def scale_boxes(boxes: Tensor, from_size: Size, to_size: Size) -> Tensor:
     )
     return boxes * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h]).to(boxes.dtype)
 
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """How a model wants its input pixels: channel order, then ``(x / scale - mean) / std``
+    per channel (mean/std in that channel order).
+
+    detectron2 / mmdetection caffe weights: BGR, scale 1, mean [103.53, 116.28, 123.675],
+    std 1. torchvision weights: RGB, scale 255, ImageNet mean/std in 0-1 units (kept in
+    those units so the arithmetic is torchvision's to the last bit).
+    """
+
+    channel_order: str
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"pixel channel order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"pixel mean and std need 3 values each, got {self.mean} and {self.std}")
+
+    def normalize(self, image: Tensor) -> Tensor:
+        """(3, H, W) RGB 0-255 float -> normalised in the model's channel order."""
+        if self.channel_order == "BGR":
+            image = image.flip(0)
+        if self.scale != 1.0:
+            image = image / self.scale
+        mean = torch.as_tensor(self.mean, dtype=image.dtype, device=image.device)
+        std = torch.as_tensor(self.std, dtype=image.dtype, device=image.device)
+        return (image - mean[:, None, None]) / std[:, None, None]

@@ -55,7 +55,7 @@ _SHOWN_IDS = 5  # how many offending ids / files an error or warning lists
 class Sample:
     """One image after transforms, with its objects in the transformed image's pixels."""
 
-    image: Tensor  # (3, H, W) float32 RGB in 0-255
+    image: Tensor  # (3, H, W) float32: RGB 0-255, or normalised by the transforms
     instances: Instances
     image_id: int
     original_size: Size  # (h, w) as on disk
@@ -98,13 +98,15 @@ def _to_rle(segm: list | dict, height: int, width: int) -> dict:
     return segm
 
 
-def _read_image(path: Path, size: Size) -> Tensor:
+def read_image(path: Path, size: Size | None = None) -> Tensor:
+    """(3, H, W) float32 RGB 0-255; an error naming the file if it cannot be decoded or,
+    when ``size`` (h, w) is given, has another size."""
     try:
         with Image.open(path) as im:
             rgb = im.convert("RGB")
     except OSError as e:
         raise OSError(f"cannot read image {path}: {e}") from e
-    if (rgb.height, rgb.width) != tuple(size):
+    if size is not None and (rgb.height, rgb.width) != tuple(size):
         raise ValueError(
             f"image {path} is {rgb.width}x{rgb.height} (w x h) on disk "
             f"but {size[1]}x{size[0]} in the annotation file"
@@ -128,8 +130,11 @@ class CocoDataset(torch.utils.data.Dataset):
         filter_empty: bool = False,
         with_masks: bool = False,
         with_keypoints: bool = False,
+        seed: int = 0,
     ) -> None:
         self.ann_file = str(ann_file)
+        self.seed = seed
+        self.epoch = 0
         self.img_dir = Path(img_dir)
         self.transforms = transforms
         self.with_masks = with_masks
@@ -246,9 +251,18 @@ class CocoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._records)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Random transforms of ``self[i]`` depend on (seed, epoch, i) only, not on which
+        worker loads it or what was loaded before, so training resumes exactly."""
+        self.epoch = epoch
+
+    def _generator(self, index: int) -> torch.Generator:
+        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))
+
     def __getitem__(self, index: int) -> Sample:
         r = self._records[index]
-        image = _read_image(self.img_dir / r.file_name, (r.height, r.width))
+        image = read_image(self.img_dir / r.file_name, (r.height, r.width))
         masks = None
         if r.segmentations is not None:
             rles = [_to_rle(segm, r.height, r.width) for segm in r.segmentations]
@@ -264,7 +278,7 @@ class CocoDataset(torch.utils.data.Dataset):
             keypoints=None if r.keypoints is None else torch.tensor(r.keypoints),
         )
         if self.transforms is not None:
-            image, instances = self.transforms(image, instances)
+            image, instances = self.transforms(image, instances, self._generator(index))
         return Sample(
             image=image,
             instances=instances,

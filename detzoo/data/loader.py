@@ -78,18 +78,25 @@ def build_train_loader(
     num_workers: int,
     seed: int,
     epoch: int = 0,
+    skip_batches: int = 0,
     rank: int = 0,
     world_size: int = 1,
 ) -> DataLoader:
-    """Shuffled batches of ``batch_size`` same-aspect images for this rank.
-
-    Call ``loader.batch_sampler.set_epoch(epoch)`` (or build a new loader) each epoch.
-    """
+    """Shuffled batches of ``batch_size`` same-aspect images for this rank, for one
+    epoch, leaving out its first ``skip_batches`` (to resume mid-epoch). Sets the
+    dataset's epoch, on which its random transforms depend."""
     sampler = GroupedBatchSampler(
         dataset.aspect_ratio_flags(), batch_size=batch_size, seed=seed, rank=rank, world_size=world_size
     )
     sampler.set_epoch(epoch)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate)
+    dataset.set_epoch(epoch)
+    batches = list(sampler)[skip_batches:]
+    # Its own generator, so that starting to iterate draws nothing from the global RNG
+    # (which the model's samplers use and checkpoints restore).
+    generator = torch.Generator().manual_seed(seed + epoch)
+    return DataLoader(
+        dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate, generator=generator
+    )
 
 
 def build_test_loader(dataset: CocoDataset, *, batch_size: int = 1, num_workers: int = 0) -> DataLoader:

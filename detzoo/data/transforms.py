@@ -1,6 +1,9 @@
-"""Pure transforms on ``(image, instances)``: resize the shorter side, horizontal flip.
+"""Pure transforms on ``(image, instances)``: pixel normalisation, resize of the shorter
+side, horizontal flip.
 
-Images are (3, H, W) float tensors; boxes, masks and keypoints follow the image.
+Images are (3, H, W) float tensors; boxes, masks and keypoints follow the image. The
+pipeline normalises first, in the ``PixelFormat`` the model declares, then resizes, as
+torchvision does, so that a converted torchvision model sees its input to the last bit.
 ``build_transforms`` makes the one training / test pipeline; its randomness comes from
 the torch RNG, so ``torch.manual_seed`` (and DataLoader worker seeding) reproduces it.
 """
@@ -14,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detzoo.structures import Instances, scale_boxes
+from detzoo.structures import Instances, PixelFormat, scale_boxes
 
-Transform = Callable[[Tensor, Instances], tuple[Tensor, Instances]]
+Transform = Callable[..., tuple[Tensor, Instances]]  # (image, instances, generator=None)
 
 
 def resize_shortest_edge(
@@ -75,20 +78,29 @@ def keypoint_flip_map(names: Sequence[str]) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class ResizeFlip:
-    """Resize the shorter side to a random one of ``scales``, then flip with ``flip_prob``.
+    """Normalise (when a ``pixel_format`` is given), resize the shorter side to a random
+    one of ``scales``, then flip with ``flip_prob``.
 
-    Draws from the torch RNG only when there is a choice (several scales, flip_prob > 0).
+    Random draws come from ``generator`` (the global torch RNG when None), and only when
+    there is a choice (several scales, flip_prob > 0).
     """
 
     scales: tuple[int, ...]
     max_size: int
     flip_prob: float
     flip_map: tuple[tuple[int, int], ...] = ()
+    pixel_format: PixelFormat | None = None
 
-    def __call__(self, image: Tensor, instances: Instances) -> tuple[Tensor, Instances]:
-        short = self.scales[int(torch.randint(len(self.scales), ()))] if len(self.scales) > 1 else self.scales[0]
+    def __call__(
+        self, image: Tensor, instances: Instances, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Instances]:
+        if self.pixel_format is not None:
+            image = self.pixel_format.normalize(image)
+        short = self.scales[0]
+        if len(self.scales) > 1:
+            short = self.scales[int(torch.randint(len(self.scales), (), generator=generator))]
         image, instances = resize_shortest_edge(image, instances, short=short, max_size=self.max_size)
-        if self.flip_prob > 0 and float(torch.rand(())) < self.flip_prob:
+        if self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob:
             image, instances = hflip(image, instances, flip_map=self.flip_map)
         return image, instances
 
@@ -100,6 +112,7 @@ def build_transforms(
     max_size: int = 1333,
     flip_prob: float = 0.5,
     flip_map: Sequence[tuple[int, int]] = (),
+    pixel_format: PixelFormat | None = None,
 ) -> ResizeFlip:
     """Training: multi-scale over ``scales`` and random flip. Test: ``scales[-1]``, no flip."""
     if not scales:
@@ -107,5 +120,5 @@ def build_transforms(
     if not 0.0 <= flip_prob <= 1.0:
         raise ValueError(f"build_transforms: flip_prob must be in [0, 1], got {flip_prob}")
     if train:
-        return ResizeFlip(tuple(scales), max_size, flip_prob, tuple(map(tuple, flip_map)))
-    return ResizeFlip((scales[-1],), max_size, 0.0)
+        return ResizeFlip(tuple(scales), max_size, flip_prob, tuple(map(tuple, flip_map)), pixel_format)
+    return ResizeFlip((scales[-1],), max_size, 0.0, pixel_format=pixel_format)

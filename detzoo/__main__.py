@@ -1,0 +1,5 @@
+import sys
+
+from detzoo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""Python entry points: ``load_model`` and ``Detector.predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from detzoo.config import apply_overrides, load_config
+from detzoo.data.coco import read_image
+from detzoo.data.build import build_transform
+from detzoo.data.transforms import ResizeFlip
+from detzoo.detectors.build import build_model
+from detzoo.engine.checkpoint import load_checkpoint
+from detzoo.structures import Instances
+
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+def _to_tensor(image: ImageInput) -> Tensor:
+    """(3, H, W) float RGB 0-255 from a path, a PIL image or an HxWx3 uint8 RGB array."""
+    if isinstance(image, (str, Path)):
+        return read_image(Path(image))
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise TypeError(
+            "predict takes file paths, PIL images or HxWx3 uint8 RGB arrays; got "
+            + (f"array {image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__)
+        )
+    return torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1).contiguous()
+
+
+def config_with_meta(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
+    """Apply the conventions a converted checkpoint records (``config_overrides``)."""
+    overrides = meta.get("config_overrides", {})
+    return apply_overrides(dict(cfg), [f"{key}={value!r}" for key, value in overrides.items()])
+
+
+class Detector(nn.Module):
+    """A built detector with what inference needs: class names, the test resize."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        class_names: Sequence[str],
+        cat_ids: Sequence[int],
+        transform: ResizeFlip,
+        config: Mapping[str, Any],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.config = dict(config)
+        self.class_names = list(class_names)
+        self.cat_ids = list(cat_ids)
+        self.transform = transform
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    @torch.no_grad()
+    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 1) -> list[dict[str, Any]]:
+        """Per image: ``boxes`` (N, 4) xyxy in original pixels, ``scores``, ``labels`` and
+        ``class_names`` (numpy arrays / list)."""
+        if isinstance(images, (str, Path, Image.Image, np.ndarray)):
+            images = [images]
+        self.model.eval()
+        out = []
+        for start in range(0, len(images), batch_size):
+            tensors = [_to_tensor(im) for im in images[start : start + batch_size]]
+            resized = [self.transform(t, Instances.empty())[0] for t in tensors]
+            results = self.model(resized, original_sizes=[tuple(t.shape[-2:]) for t in tensors])
+            out.extend(self._to_numpy(r) for r in results)
+        return out
+
+    def _to_numpy(self, r: Instances) -> dict[str, Any]:
+        labels = r.labels.cpu().numpy()
+        return {
+            "boxes": r.boxes.cpu().numpy(),
+            "scores": r.scores.cpu().numpy(),
+            "labels": labels,
+            "class_names": [self.class_names[i] for i in labels],
+        }
+
+
+def load_model(
+    config_or_name: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    device: str = "cpu",
+    overrides: Sequence[str] = (),
+) -> Detector:
+    """Build the model of a config (a name such as ``faster_rcnn_r50_fpn_1x_coco`` or a
+    path) and load ``checkpoint`` into it. With no config, the one stored in the
+    checkpoint is used. A checkpoint's recorded conventions override the config, and
+    ``overrides`` (``"key=value"`` as with ``--set``) override both."""
+    if config_or_name is None and checkpoint is None:
+        raise ValueError("load_model needs a config, a checkpoint, or both")
+    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else {"meta": {}}
+    meta = ckpt.get("meta", {})
+    if config_or_name is not None:
+        cfg = load_config(config_or_name)
+    elif "config" in meta:
+        cfg = meta["config"]
+    else:
+        raise ValueError(f"checkpoint {checkpoint} stores no config; pass one")
+    cfg = apply_overrides(config_with_meta(cfg, meta), overrides)
+    model = build_model(cfg["model"])
+    if "model" in ckpt:
+        model.load_state_dict(ckpt["model"])
+    num_classes = cfg["model"]["roi_heads"]["num_classes"]
+    class_names = meta.get("class_names") or [f"class_{i}" for i in range(num_classes)]
+    cat_ids = meta.get("cat_ids") or list(range(1, num_classes + 1))
+    return Detector(
+        model=model,
+        class_names=class_names,
+        cat_ids=cat_ids,
+        transform=build_transform(cfg["data"], model.pixel_format, train=False),
+        config=cfg,
+    ).to(device).eval()

@@ -1,0 +1,53 @@
+"""The ``data`` section of a config -> transforms, datasets and loaders."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from detzoo.config import ConfigError, check_keys
+from detzoo.data.coco import CocoDataset
+from detzoo.data.transforms import ResizeFlip, build_transforms
+from detzoo.structures import PixelFormat
+
+DATA_KEYS = (
+    "train",
+    "val",
+    "train_scales",
+    "test_scale",
+    "max_size",
+    "flip_prob",
+    "images_per_gpu",
+    "num_workers",
+    "filter_empty",
+)
+SPLIT_KEYS = ("ann_file", "img_dir")
+
+
+def build_transform(cfg: Mapping[str, Any], pixel_format: PixelFormat, *, train: bool) -> ResizeFlip:
+    check_keys("data", cfg, DATA_KEYS)
+    if train:
+        return build_transforms(
+            train=True,
+            scales=cfg["train_scales"],
+            max_size=cfg["max_size"],
+            flip_prob=cfg["flip_prob"],
+            pixel_format=pixel_format,
+        )
+    return build_transforms(train=False, scales=(cfg["test_scale"],), max_size=cfg["max_size"], pixel_format=pixel_format)
+
+
+def build_dataset(
+    cfg: Mapping[str, Any], split: str, pixel_format: PixelFormat, *, train: bool, seed: int = 0
+) -> CocoDataset:
+    """The dataset of ``data.<split>`` with the training or test transform (random
+    transforms seeded by ``seed``; see ``CocoDataset.set_epoch``)."""
+    if split not in cfg:
+        raise ConfigError(f"data.{split} is not set; give it as dict(ann_file=..., img_dir=...)")
+    check_keys(f"data.{split}", cfg[split], SPLIT_KEYS)
+    return CocoDataset(
+        cfg[split]["ann_file"],
+        cfg[split]["img_dir"],
+        transforms=build_transform(cfg, pixel_format, train=train),
+        filter_empty=train and cfg["filter_empty"],
+        seed=seed,
+    )

@@ -1,0 +1,84 @@
+"""The two-stage meta-architecture: backbone -> neck -> RPN -> RoI heads."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from detzoo.heads.rpn import RPN
+from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_boxes
+
+
+class TwoStageDetector(nn.Module):
+    """Images in, losses (training) or detections (eval) out.
+
+    ``images``: (3, H, W) tensors already resized and normalised by the data pipeline in
+    the model's ``pixel_format`` (built from ``input_format``, ``pixel_scale``,
+    ``pixel_mean``, ``pixel_std``; see ``PixelFormat``). The model pads the batch with
+    zeros to a multiple of ``size_divisibility``. Detections come back in the pixels of
+    ``original_sizes`` when given (else of the input images).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        neck: nn.Module,
+        rpn: RPN,
+        roi_heads: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str = "RGB",
+        pixel_scale: float = 1.0,
+        size_divisibility: int = 32,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.pixel_format = PixelFormat(
+            channel_order=input_format, scale=float(pixel_scale), mean=tuple(pixel_mean), std=tuple(pixel_std)
+        )
+        self.size_divisibility = size_divisibility
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def preprocess(self, images: Sequence[Tensor], original_sizes: Sequence[Size] | None) -> ImageBatch:
+        images = [im.to(self.device) for im in images]
+        sizes = [tuple(im.shape[-2:]) for im in images]
+        return ImageBatch.from_tensors(images, original_sizes or sizes, self.size_divisibility)
+
+    def forward(
+        self,
+        images: Sequence[Tensor],
+        targets: Sequence[Instances] | None = None,
+        original_sizes: Sequence[Size] | None = None,
+    ) -> dict[str, Tensor] | list[Instances]:
+        batch = self.preprocess(images, original_sizes)
+        if targets is not None:
+            targets = [t.to(self.device) for t in targets]
+        features = self.neck(self.backbone(batch.tensor))
+        proposals, rpn_losses = self.rpn(features, batch, targets)
+        results, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, targets)
+        if self.training:
+            return {**rpn_losses, **roi_losses}
+        return [
+            postprocess(r, from_size, to_size)
+            for r, from_size, to_size in zip(results, batch.image_sizes, batch.original_sizes)
+        ]
+
+
+def postprocess(result: Instances, from_size: Size, to_size: Size) -> Instances:
+    """Map detections from the resized input image back to the original image."""
+    if tuple(from_size) == tuple(to_size):
+        return result
+    return Instances(
+        boxes=scale_boxes(result.boxes, from_size, to_size),
+        labels=result.labels,
+        scores=result.scores,
+    )

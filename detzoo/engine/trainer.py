@@ -1,0 +1,194 @@
+"""Training loop: SGD with warmup + step schedule, JSON-lines logs, atomic checkpoints,
+exact resume, periodic evaluation, torch.distributed data parallelism."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import detzoo
+from detzoo.config import ConfigError, check_keys, dump_config
+from detzoo.data.build import build_dataset
+from detzoo.data.loader import build_train_loader
+from detzoo.detectors.build import build_model
+from detzoo.engine import distributed
+from detzoo.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from detzoo.engine.evaluate import evaluate
+from detzoo.engine.schedule import WarmupMultiStepLR, resolve_schedule, scale_lr
+from detzoo.evaluation.coco import format_table
+
+CONFIG_KEYS = ("model", "data", "optim", "schedule", "runtime")
+OPTIM_KEYS = (
+    "lr",
+    "base_batch_size",
+    "momentum",
+    "weight_decay",
+    "warmup_iters",
+    "warmup_factor",
+    "gamma",
+    "grad_clip",
+)
+RUNTIME_KEYS = ("seed", "device", "log_interval", "checkpoint_interval", "eval_interval")
+CHECKPOINT = "checkpoint.pth"
+FINAL = "model_final.pth"
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _checkpoint_meta(cfg: Mapping[str, Any], dataset) -> dict[str, Any]:
+    return {
+        "config": dict(cfg),
+        "class_names": list(dataset.class_names),
+        "cat_ids": list(dataset.cat_ids),
+        "detzoo_version": detzoo.__version__,
+    }
+
+
+def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train the model of ``cfg``; returns the final validation metrics (empty if the
+    config has no ``data.val``). Writes ``log.jsonl``, ``checkpoint.pth`` (full state,
+    for ``resume``), ``model_final.pth`` (model + meta) and ``config.py`` to ``work_dir``."""
+    check_keys("config", cfg, CONFIG_KEYS)
+    optim, runtime = cfg["optim"], cfg["runtime"]
+    check_keys("optim", optim, OPTIM_KEYS)
+    check_keys("runtime", runtime, RUNTIME_KEYS)
+    work_dir = Path(work_dir)
+    device = distributed.init_from_env(runtime["device"])
+    rank, world = distributed.rank(), distributed.world_size()
+    _seed_all(runtime["seed"] + rank)
+
+    model = build_model(cfg["model"]).to(device)
+    data = cfg["data"]
+    train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=runtime["seed"])
+    num_classes = cfg["model"]["roi_heads"]["num_classes"]
+    if len(train_set.class_names) != num_classes:
+        raise ConfigError(
+            f"model.roi_heads.num_classes is {num_classes} but {data['train']['ann_file']} has "
+            f"{len(train_set.class_names)} categories; set --set model.roi_heads.num_classes="
+            f"{len(train_set.class_names)}"
+        )
+    val_set = build_dataset(data, "val", model.pixel_format, train=False) if "val" in data else None
+
+    batch = data["images_per_gpu"] * world
+    loader_args = dict(batch_size=data["images_per_gpu"], num_workers=data["num_workers"], seed=runtime["seed"])
+    iters_per_epoch = len(build_train_loader(train_set, **loader_args, rank=rank, world_size=world))
+    schedule = resolve_schedule(cfg["schedule"], iters_per_epoch=iters_per_epoch, batch_size=batch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params,
+        lr=scale_lr(optim["lr"], base_batch_size=optim["base_batch_size"], batch_size=batch),
+        momentum=optim["momentum"],
+        weight_decay=optim["weight_decay"],
+    )
+    scheduler = WarmupMultiStepLR(
+        optimizer,
+        steps=schedule.steps,
+        gamma=optim["gamma"],
+        warmup_iters=optim["warmup_iters"],
+        warmup_factor=optim["warmup_factor"],
+    )
+    start = 0
+    if resume:
+        state = load_checkpoint(work_dir / CHECKPOINT, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start = state["iteration"]
+    meta = _checkpoint_meta(cfg, train_set)
+    if distributed.is_main():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / "config.py").write_text(dump_config(dict(cfg)))
+    net = DistributedDataParallel(model) if world > 1 else model
+
+    def save(iteration: int) -> None:
+        if distributed.is_main():
+            save_checkpoint(
+                work_dir / CHECKPOINT,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "iteration": iteration,
+                    "rng": get_rng_state(),
+                    "meta": meta,
+                },
+            )
+
+    def log(record: dict[str, Any]) -> None:
+        if distributed.is_main():
+            with open(work_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    metrics: dict[str, float] = {}
+    it = start
+    bar = tqdm(total=schedule.max_iters, initial=start, desc="train", disable=not distributed.is_main())
+    window: list[dict[str, float]] = []
+    model.train()
+    while it < schedule.max_iters:
+        epoch, skip = divmod(it, iters_per_epoch)
+        loader = build_train_loader(
+            train_set, **loader_args, epoch=epoch, skip_batches=skip, rank=rank, world_size=world
+        )
+        tick = time.perf_counter()
+        for samples in loader:
+            data_time = time.perf_counter() - tick
+            losses = net([s.image for s in samples], [s.instances for s in samples])
+            loss = sum(losses.values())
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at iteration {it}: "
+                    + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if optim["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            it += 1
+            window.append(
+                {"loss": loss.item(), **{k: v.item() for k, v in losses.items()},
+                 "time": time.perf_counter() - tick, "data_time": data_time}
+            )
+            bar.update(1)
+            if it % runtime["log_interval"] == 0 or it == schedule.max_iters:
+                mean = distributed.reduce_mean({k: float(np.mean([w[k] for w in window])) for k in window[0]})
+                window = []
+                record = {"iter": it, "epoch": epoch, "lr": lr, **mean,
+                          "eta_s": mean["time"] * (schedule.max_iters - it)}
+                if device.type == "cuda":
+                    record["memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+                    torch.cuda.reset_peak_memory_stats(device)
+                log(record)
+                bar.set_postfix(loss=f"{mean['loss']:.3f}", lr=f"{lr:.2e}", s_iter=f"{mean['time']:.2f}")
+            if it % runtime["checkpoint_interval"] == 0 or it == schedule.max_iters:
+                save(it)
+            if val_set is not None and (
+                it == schedule.max_iters or (runtime["eval_interval"] and it % runtime["eval_interval"] == 0)
+            ):
+                metrics, _ = evaluate(model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"])
+                log({"iter": it, "eval": metrics})
+                if distributed.is_main():
+                    tqdm.write(f"iteration {it}: box AP\n{format_table(metrics)}")
+            if it >= schedule.max_iters:
+                break
+            tick = time.perf_counter()
+    bar.close()
+    if distributed.is_main():
+        save_checkpoint(work_dir / FINAL, {"model": model.state_dict(), "meta": meta})
+    return metrics

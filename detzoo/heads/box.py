@@ -1,0 +1,189 @@
+"""The box branch of the RoI heads: pooled features -> box head -> class scores and
+class-specific box deltas, with training targets, losses and inference."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, box_iou
+
+from detzoo.layers.conv import conv_norm
+from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall, sample_balanced
+from detzoo.layers.roi_pool import MultiLevelRoIAlign
+from detzoo.structures import Instances
+
+
+class ConvFCBoxHead(nn.Module):
+    """``num_convs`` 3x3 convs (+ norm) then ``num_fcs`` fully connected layers, ReLU after
+    each: ``2fc`` (num_convs=0, num_fcs=2) and ``4conv1fc`` (GN models)."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        pooled_size: int,
+        num_convs: int = 0,
+        conv_dim: int = 256,
+        num_fcs: int = 2,
+        fc_dim: int = 1024,
+        norm: str | None = None,
+        conv_ws: bool = False,
+    ) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            conv_norm(in_channels if i == 0 else conv_dim, conv_dim, 3, norm=norm, conv_ws=conv_ws)
+            for i in range(num_convs)
+        )
+        dim = (conv_dim if num_convs else in_channels) * pooled_size**2
+        self.fcs = nn.ModuleList()
+        for _ in range(num_fcs):
+            fc = nn.Linear(dim, fc_dim)
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            nn.init.zeros_(fc.bias)
+            self.fcs.append(fc)
+            dim = fc_dim
+        self.out_channels = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        x = x.flatten(1)
+        for fc in self.fcs:
+            x = F.relu(fc(x))
+        return x
+
+
+class BoxPredictor(nn.Module):
+    """Class logits over ``num_classes`` + 1 (background last) and per-class deltas."""
+
+    def __init__(self, *, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class BoxRoIHead(nn.Module):
+    """Fast R-CNN head on proposals.
+
+    Training: ground-truth boxes join the proposals; each proposal takes the class of the
+    gt it overlaps by >= ``fg_iou`` (background below); ``batch_size_per_image`` are
+    sampled with at most ``positive_fraction`` foreground; loss = cross-entropy + smooth-L1
+    (``beta``; 0 is L1) on the gt class's deltas, normalised by the sampled count.
+    Inference: softmax, per-class decoding, clipping, score > ``score_thresh``, boxes
+    smaller than ``min_size`` dropped, per-class NMS, best ``detections_per_image``.
+    """
+
+    def __init__(
+        self,
+        *,
+        pooler: MultiLevelRoIAlign,
+        box_head: nn.Module,
+        predictor: BoxPredictor,
+        in_features: Sequence[str],
+        num_classes: int,
+        fg_iou: float = 0.5,
+        bg_iou: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        box_coder_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
+        smooth_l1_beta: float = 0.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_image: int = 100,
+        min_size: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.pooler = pooler
+        self.box_head = box_head
+        self.predictor = predictor
+        self.in_features = list(in_features)
+        self.num_classes = num_classes
+        self.matcher = Matcher(fg_iou, bg_iou, allow_low_quality=False)
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.box_coder = BoxCoder(box_coder_weights)
+        self.smooth_l1_beta = smooth_l1_beta
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_image = detections_per_image
+        self.min_size = min_size
+
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        proposals: Sequence[Instances],
+        image_sizes: Sequence[tuple[int, int]],
+        targets: Sequence[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, Tensor]]:
+        boxes = [p.boxes for p in proposals]
+        if self.training:
+            if targets is None:
+                raise ValueError("BoxRoIHead: targets are required in training mode")
+            boxes, labels, box_targets = self.sample(boxes, targets)
+        x = self.pooler([features[f] for f in self.in_features], boxes)
+        logits, deltas = self.predictor(self.box_head(x))
+        if self.training:
+            return [], self.losses(logits, deltas, torch.cat(labels), torch.cat(box_targets))
+        return self.inference(logits, deltas, boxes, image_sizes), {}
+
+    @torch.no_grad()
+    def sample(
+        self, proposals: Sequence[Tensor], targets: Sequence[Instances]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Sampled boxes, their labels (``num_classes`` = background) and box targets."""
+        out_boxes, out_labels, out_targets = [], [], []
+        for boxes, t in zip(proposals, targets):
+            boxes = torch.cat([boxes, t.boxes])
+            matched = self.matcher.match(box_iou(t.boxes, boxes))
+            fg_mask = matched >= 0
+            bg_mask = matched == Matcher.BACKGROUND
+            fg, bg = sample_balanced(
+                fg_mask, bg_mask, num_samples=self.batch_size_per_image, positive_fraction=self.positive_fraction
+            )
+            idx = torch.cat([fg, bg])
+            labels = torch.full((idx.numel(),), self.num_classes, dtype=torch.int64, device=boxes.device)
+            labels[: fg.numel()] = t.labels[matched[fg]]
+            gt = torch.zeros_like(boxes[idx])
+            gt[: fg.numel()] = t.boxes[matched[fg]]
+            out_boxes.append(boxes[idx])
+            out_labels.append(labels)
+            out_targets.append(self.box_coder.encode(gt, boxes[idx]))
+        return out_boxes, out_labels, out_targets
+
+    def losses(self, logits: Tensor, deltas: Tensor, labels: Tensor, box_targets: Tensor) -> dict[str, Tensor]:
+        fg = torch.nonzero(labels < self.num_classes).flatten()
+        fg_deltas = deltas.view(deltas.shape[0], -1, 4)[fg, labels[fg]]
+        box_loss = F.smooth_l1_loss(fg_deltas, box_targets[fg], beta=self.smooth_l1_beta, reduction="sum")
+        return {
+            "loss_cls": F.cross_entropy(logits, labels),
+            "loss_box": box_loss / max(labels.numel(), 1),
+        }
+
+    @torch.no_grad()
+    def inference(
+        self, logits: Tensor, deltas: Tensor, boxes: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]
+    ) -> list[Instances]:
+        scores = F.softmax(logits, -1)[:, : self.num_classes]
+        pred = self.box_coder.decode(deltas, torch.cat(boxes))
+        results = []
+        for s, b, size in zip(scores.split([len(x) for x in boxes]), pred.split([len(x) for x in boxes]), image_sizes):
+            b = clip_boxes(b, size).reshape(-1, 4)
+            labels = torch.arange(self.num_classes, device=s.device).repeat(s.shape[0])
+            s = s.reshape(-1)
+            keep = torch.nonzero(s > self.score_thresh).flatten()
+            b, s, labels = b[keep], s[keep], labels[keep]
+            keep = nonsmall(b, self.min_size)
+            b, s, labels = b[keep], s[keep], labels[keep]
+            keep = batched_nms(b, s, labels, self.nms_thresh)[: self.detections_per_image]
+            results.append(Instances(boxes=b[keep], labels=labels[keep], scores=s[keep]))
+        return results

@@ -1,0 +1,156 @@
+"""Region Proposal Network (Ren et al. 2015), over one feature map (C4) or a pyramid (FPN)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, box_iou
+
+from detzoo.layers.anchors import AnchorGenerator
+from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall, sample_balanced
+from detzoo.structures import ImageBatch, Instances
+
+
+class RPNHead(nn.Module):
+    """3x3 conv + ReLU shared over levels, then 1x1 convs for ``num_anchors`` objectness
+    logits and ``4 * num_anchors`` box deltas per location (channel ``4a + k`` is delta
+    ``k`` of anchor ``a``)."""
+
+    def __init__(self, *, in_channels: int, num_anchors: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.objectness = nn.Conv2d(in_channels, num_anchors, 1)
+        self.deltas = nn.Conv2d(in_channels, 4 * num_anchors, 1)
+        for layer in (self.conv, self.objectness, self.deltas):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per level: objectness (N, H*W*A) and deltas (N, H*W*A, 4), anchor order (y, x, a)."""
+        logits, deltas = [], []
+        for x in features:
+            t = F.relu(self.conv(x))
+            n, _, h, w = t.shape
+            logits.append(self.objectness(t).permute(0, 2, 3, 1).reshape(n, -1))
+            deltas.append(self.deltas(t).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
+        return logits, deltas
+
+
+class RPN(nn.Module):
+    """Anchors, head, training targets/losses and proposal selection.
+
+    Proposals per image: the ``pre_nms_topk`` best anchors of each level, decoded and
+    clipped, boxes smaller than ``min_size`` dropped, NMS per level at ``nms_thresh``, then
+    the ``post_nms_topk`` best over all levels. Losses: binary cross-entropy on
+    ``batch_size_per_image`` sampled anchors and smooth-L1 (``beta``; 0 is L1) on the
+    positive ones, both normalised by the number of sampled anchors.
+    """
+
+    def __init__(
+        self,
+        *,
+        head: RPNHead,
+        anchor_generator: AnchorGenerator,
+        in_features: Sequence[str],
+        fg_iou: float = 0.7,
+        bg_iou: float = 0.3,
+        batch_size_per_image: int = 256,
+        positive_fraction: float = 0.5,
+        pre_nms_topk_train: int = 2000,
+        pre_nms_topk_test: int = 1000,
+        post_nms_topk_train: int = 1000,
+        post_nms_topk_test: int = 1000,
+        nms_thresh: float = 0.7,
+        min_size: float = 0.0,
+        smooth_l1_beta: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.in_features = list(in_features)
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        self.matcher = Matcher(fg_iou, bg_iou, allow_low_quality=True)
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.pre_nms_topk = {True: pre_nms_topk_train, False: pre_nms_topk_test}
+        self.post_nms_topk = {True: post_nms_topk_train, False: post_nms_topk_test}
+        self.nms_thresh = nms_thresh
+        self.min_size = min_size
+        self.smooth_l1_beta = smooth_l1_beta
+
+    def forward(
+        self, features: Mapping[str, Tensor], batch: ImageBatch, targets: Sequence[Instances] | None = None
+    ) -> tuple[list[Instances], dict[str, Tensor]]:
+        xs = [features[name] for name in self.in_features]
+        logits, deltas = self.head(xs)
+        anchors = self.anchor_generator(
+            tuple(batch.tensor.shape[-2:]), [tuple(x.shape[-2:]) for x in xs], xs[0].device
+        )
+        proposals = self.select_proposals(anchors, logits, deltas, batch.image_sizes)
+        losses = {}
+        if self.training:
+            if targets is None:
+                raise ValueError("RPN: targets are required in training mode")
+            losses = self.losses(torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1), targets)
+        return proposals, losses
+
+    @torch.no_grad()
+    def select_proposals(
+        self,
+        anchors: list[Tensor],
+        logits: list[Tensor],
+        deltas: list[Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[Instances]:
+        topk = self.pre_nms_topk[self.training]
+        boxes, scores, levels = [], [], []
+        for lvl, (a, lg, d) in enumerate(zip(anchors, logits, deltas)):
+            n = lg.shape[0]
+            lg, idx = lg.topk(min(topk, lg.shape[1]), dim=1)
+            sel = d[torch.arange(n, device=d.device)[:, None], idx]
+            boxes.append(self.box_coder.decode(sel.reshape(-1, 4), a[idx.reshape(-1)]).view(n, -1, 4))
+            scores.append(lg)
+            levels.append(torch.full_like(idx, lvl))
+        boxes, scores, levels = torch.cat(boxes, 1), torch.cat(scores, 1).sigmoid(), torch.cat(levels, 1)
+        out = []
+        for b, s, lvl, size in zip(boxes, scores, levels, image_sizes):
+            b = clip_boxes(b, size)
+            keep = nonsmall(b, self.min_size)
+            b, s, lvl = b[keep], s[keep], lvl[keep]
+            keep = batched_nms(b, s, lvl, self.nms_thresh)[: self.post_nms_topk[self.training]]
+            out.append(Instances(boxes=b[keep], labels=torch.zeros_like(keep), scores=s[keep]))
+        return out
+
+    def losses(
+        self, anchors: Tensor, logits: Tensor, deltas: Tensor, targets: Sequence[Instances]
+    ) -> dict[str, Tensor]:
+        labels, box_targets = [], []
+        for t in targets:
+            matched = self.matcher.match(box_iou(t.boxes, anchors))
+            label = torch.full_like(matched, -1, dtype=torch.float32)
+            label[matched >= 0] = 1.0
+            label[matched == Matcher.BACKGROUND] = 0.0
+            fg, bg = sample_balanced(
+                label == 1,
+                label == 0,
+                num_samples=self.batch_size_per_image,
+                positive_fraction=self.positive_fraction,
+            )
+            sampled = torch.full_like(label, -1)
+            sampled[fg], sampled[bg] = 1.0, 0.0
+            labels.append(sampled)
+            gt = t.boxes[matched.clamp(min=0)] if len(t) else anchors
+            box_targets.append(self.box_coder.encode(gt, anchors))
+        labels, box_targets = torch.stack(labels), torch.stack(box_targets)
+        valid, fg = labels >= 0, labels == 1
+        num = valid.sum().clamp(min=1)
+        return {
+            "loss_rpn_cls": F.binary_cross_entropy_with_logits(logits[valid], labels[valid], reduction="sum") / num,
+            "loss_rpn_box": F.smooth_l1_loss(
+                deltas[fg], box_targets[fg], beta=self.smooth_l1_beta, reduction="sum"
+            )
+            / num,
+        }

@@ -1,0 +1,22 @@
+"""Conv + norm blocks shared by necks and heads."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from detzoo.layers.norm import build_norm, conv_class
+
+
+def conv_norm(
+    in_channels: int, out_channels: int, kernel_size: int, *, norm: str | None, conv_ws: bool = False
+) -> nn.Sequential:
+    """conv (bias only without norm) followed by the norm, as an ``nn.Sequential`` so the
+    conv is always ``[0]`` and the norm ``[1]``."""
+    conv = conv_class(conv_ws)(
+        in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm is None
+    )
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    layers = [conv] if norm is None else [conv, build_norm(norm, out_channels)]
+    return nn.Sequential(*layers)

@@ -1,0 +1,31 @@
+from pathlib import Path
+
+import pytest
+
+from detzoo.config import apply_overrides, load_config
+from detzoo.data.synthetic import make_synthetic_coco
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """16 training and 8 validation synthetic images of 64 x 64 pixels."""
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic_coco(root / "train", num_images=16, image_size=64, seed=0)
+    make_synthetic_coco(root / "val", num_images=8, image_size=64, seed=1)
+    return root
+
+
+def tiny_config(data_root: Path, *overrides: str) -> dict:
+    cfg = load_config(TESTS / "configs" / "tiny_faster_rcnn.py")
+    return apply_overrides(
+        cfg,
+        [
+            f"data.train.ann_file={data_root / 'train/annotations.json'}",
+            f"data.train.img_dir={data_root / 'train/images'}",
+            f"data.val.ann_file={data_root / 'val/annotations.json'}",
+            f"data.val.img_dir={data_root / 'val/images'}",
+            *overrides,
+        ],
+    )

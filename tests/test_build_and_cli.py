@@ -1,0 +1,68 @@
+"""Config -> model validation, and the detzoo command line end to end on synthetic data."""
+
+import json
+
+import pytest
+
+from detzoo.cli import main
+from detzoo.config import ConfigError, apply_overrides, load_config
+from detzoo.detectors.build import build_model
+
+TINY = "tests/configs/tiny_faster_rcnn.py"
+
+
+def test_misspelled_model_key_names_the_key_and_suggests_the_right_one():
+    cfg = load_config("faster_rcnn_r50_fpn_1x_coco")
+    bad = dict(cfg["model"], rpn=dict(cfg["model"]["rpn"], nms_thres=0.5))
+    with pytest.raises(ConfigError, match=r"model\.rpn\.nms_thres.*did you mean 'nms_thresh'"):
+        build_model(bad)
+
+
+def test_derived_values_may_not_be_set():
+    cfg = load_config("faster_rcnn_r50_fpn_1x_coco")
+    bad = dict(cfg["model"], neck=dict(cfg["model"]["neck"], in_channels={"c2": 3}))
+    with pytest.raises(ConfigError, match=r"model\.neck\.in_channels is derived"):
+        build_model(bad)
+
+
+def test_channel_counts_flow_from_the_producing_module():
+    cfg = apply_overrides(load_config("faster_rcnn_r50_fpn_1x_coco"), ["model.neck.out_channels=64",
+                                                                       "model.backbone.depth=18"])
+    model = build_model(cfg["model"])
+    assert model.rpn.head.conv.in_channels == 64
+    assert model.roi_heads.box_head.fcs[0].in_features == 64 * 7 * 7
+    assert model.neck.lateral_convs[0][0].in_channels == 64  # ResNet-18's c2
+
+
+def test_cli_synth_train_test_infer(tmp_path):
+    data = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(data / "train"), "--num-images", "8", "--size", "64"]) == 0
+    assert main(["data", "synth", "--out", str(data / "val"), "--num-images", "4", "--size", "64", "--seed", "1"]) == 0
+    overrides = [
+        f"data.train.ann_file={data / 'train/annotations.json'}", f"data.train.img_dir={data / 'train/images'}",
+        f"data.val.ann_file={data / 'val/annotations.json'}", f"data.val.img_dir={data / 'val/images'}",
+        "schedule={'iters': 4, 'steps': (3,)}",
+    ]
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    work = tmp_path / "work"
+    assert main(["train", TINY, "--work-dir", str(work), *sets]) == 0
+    ckpt = str(work / "model_final.pth")
+
+    results = tmp_path / "results.json"
+    assert main(["test", TINY, ckpt, "--out", str(results), *sets]) == 0
+    dets = json.loads(results.read_text())
+    val = json.loads((data / "val/annotations.json").read_text())
+    assert {d["image_id"] for d in dets} <= {im["id"] for im in val["images"]}
+    assert {d["category_id"] for d in dets} <= {c["id"] for c in val["categories"]}
+    assert all(len(d["bbox"]) == 4 for d in dets)
+
+    images = sorted((data / "val/images").glob("*.png"))[:2]
+    out = tmp_path / "drawn"
+    assert main(["infer", TINY, ckpt, *map(str, images), "--out", str(out), "--score-thresh", "0.0", *sets]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in images)
+    assert set(json.loads((out / "predictions.json").read_text())) == set(map(str, images))
+
+
+def test_cli_reports_bad_override_without_traceback(capsys):
+    assert main(["train", TINY, "--set", "optim.lrr=0.1"]) == 2
+    assert "did you mean 'lr'" in capsys.readouterr().err
