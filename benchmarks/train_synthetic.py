@@ -50,7 +50,6 @@ def torchvision_model(cfg: dict) -> FasterRCNN:
     fc = roi["box_head"]["fc_dim"]
     return FasterRCNN(
         backbone,
-        num_classes=roi["num_classes"] + 1,
         min_size=cfg["data"]["test_scale"],
         max_size=cfg["data"]["max_size"],
         rpn_anchor_generator=AnchorGenerator(sizes, (tuple(rpn["anchor_generator"]["aspect_ratios"]),) * len(sizes)),
@@ -132,8 +131,8 @@ def main() -> None:
     (work / "log.jsonl").unlink(missing_ok=True)
     dz_metrics = train(cfg, work_dir=work)
     records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
-    dz_times = [r["time"] for r in records if "time" in r][1:]
-    dz_time = float(np.mean(dz_times))
+    dz_times = [r["time"] for r in records if "time" in r]
+    dz_time = float(np.mean(dz_times[1:] or dz_times))  # the first log window holds start-up
     print(f"\n{args.iters} iterations, batch {cfg['data']['images_per_gpu']}, {args.train_images} training / "
           f"{args.val_images} validation images of 128 px")
     print(f"torchvision box AP:\n{format_table(tv_metrics)}\ndetzoo box AP:\n{format_table(dz_metrics)}")

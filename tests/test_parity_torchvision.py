@@ -16,7 +16,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms.functional import to_tensor
 
-from detzoo.api import load_model
+import detzoo
 from detzoo.cli import main
 
 IMAGES = sorted((Path(__file__).parent / "data" / "coco" / "images").glob("*.jpg"))
@@ -45,7 +45,7 @@ def test_converted_checkpoint_reproduces_torchvision(torchvision_model, tmp_path
     dst = tmp_path / "converted.pth"
     assert main(["convert", "--from", "torchvision", str(src), "--config", "faster_rcnn_r50_fpn_1x_coco",
                  "--out", str(dst)]) == 0
-    detector = load_model("faster_rcnn_r50_fpn_1x_coco", checkpoint=dst)
+    detector = detzoo.load_model("faster_rcnn_r50_fpn_1x_coco", checkpoint=dst)
     predictions = detector.predict(IMAGES)
     for path, ours in zip(IMAGES, predictions):
         with torch.no_grad():

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 from torch import nn
 
 from detzoo.backbones.resnet import ResNet
-from detzoo.config import ConfigError, check_keys, check_signature
+from detzoo.config import ConfigError, check_signature
 from detzoo.detectors.two_stage import TwoStageDetector
 from detzoo.heads.box import BoxPredictor, BoxRoIHead, ConvFCBoxHead
 from detzoo.heads.rpn import RPN, RPNHead
@@ -43,16 +43,20 @@ def _split(section: str, cfg: Mapping[str, Any], *keys: str) -> tuple[list[Any],
     return [cfg[k] for k in keys], {k: v for k, v in cfg.items() if k not in keys}
 
 
-def _channels(section: str, out_channels: Mapping[str, int], features: list[str]) -> int:
-    unknown = [f for f in features if f not in out_channels]
+def _neck_inputs(section: str, neck: nn.Module, cfg: Mapping[str, Any]) -> tuple[list[int], int]:
+    """Strides and the common channel count of the neck levels ``cfg.in_features``."""
+    features = cfg.get("in_features")
+    if not features:
+        raise ConfigError(f"{section}.in_features must list the neck levels to read, e.g. {list(neck.strides)}")
+    unknown = [f for f in features if f not in neck.out_channels]
     if unknown:
         raise ConfigError(
-            f"{section}.in_features: {unknown[0]!r} is not produced by the neck; it gives {list(out_channels)}"
+            f"{section}.in_features: {unknown[0]!r} is not produced by the neck; it gives {list(neck.out_channels)}"
         )
-    channels = {out_channels[f] for f in features}
+    channels = {neck.out_channels[f] for f in features}
     if len(channels) != 1:
-        raise ConfigError(f"{section}.in_features {features} have different channel counts {sorted(channels)}")
-    return channels.pop()
+        raise ConfigError(f"{section}.in_features {list(features)} have different channel counts {sorted(channels)}")
+    return [neck.strides[f] for f in features], channels.pop()
 
 
 def build_model(cfg: Mapping[str, Any]) -> TwoStageDetector:
@@ -72,35 +76,20 @@ def build_model(cfg: Mapping[str, Any]) -> TwoStageDetector:
     )
 
     (anchor_cfg,), rpn_rest = _split("model.rpn", rpn_cfg, "anchor_generator")
-    rpn_features = list(rpn_rest.get("in_features", ()))
-    anchors = _build(
-        AnchorGenerator,
-        "model.rpn.anchor_generator",
-        anchor_cfg,
-        strides=[neck.strides[f] for f in rpn_features if f in neck.strides],
-    )
-    rpn_head = RPNHead(
-        in_channels=_channels("model.rpn", neck.out_channels, rpn_features), num_anchors=anchors.num_anchors
-    )
+    strides, channels = _neck_inputs("model.rpn", neck, rpn_rest)
+    anchors = _build(AnchorGenerator, "model.rpn.anchor_generator", anchor_cfg, strides=strides)
+    rpn_head = RPNHead(in_channels=channels, num_anchors=anchors.num_anchors)
     rpn = _build(RPN, "model.rpn", rpn_rest, head=rpn_head, anchor_generator=anchors)
 
     (pooler_cfg, head_cfg), roi_rest = _split("model.roi_heads", roi_cfg, "pooler", "box_head")
-    roi_features = list(roi_rest.get("in_features", ()))
-    pooler = _build(
-        MultiLevelRoIAlign,
-        "model.roi_heads.pooler",
-        pooler_cfg,
-        strides=[neck.strides[f] for f in roi_features if f in neck.strides],
-    )
+    strides, channels = _neck_inputs("model.roi_heads", neck, roi_rest)
+    pooler = _build(MultiLevelRoIAlign, "model.roi_heads.pooler", pooler_cfg, strides=strides)
     box_head = _build(
-        ConvFCBoxHead,
-        "model.roi_heads.box_head",
-        head_cfg,
-        in_channels=_channels("model.roi_heads", neck.out_channels, roi_features),
-        pooled_size=pooler.output_size,
+        ConvFCBoxHead, "model.roi_heads.box_head", head_cfg, in_channels=channels, pooled_size=pooler.output_size
     )
-    predictor = BoxPredictor(in_channels=box_head.out_channels, num_classes=roi_rest.get("num_classes", 0))
+    if "num_classes" not in roi_rest:
+        raise ConfigError("model.roi_heads.num_classes is not set")
+    predictor = BoxPredictor(in_channels=box_head.out_channels, num_classes=roi_rest["num_classes"])
     roi_heads = _build(BoxRoIHead, "model.roi_heads", roi_rest, pooler=pooler, box_head=box_head, predictor=predictor)
 
-    check_keys("model", rest, ("pixel_mean", "pixel_std", "input_format", "pixel_scale", "size_divisibility"))
     return _build(TwoStageDetector, "model", rest, backbone=backbone, neck=neck, rpn=rpn, roi_heads=roi_heads)
