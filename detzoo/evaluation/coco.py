@@ -118,14 +118,33 @@ def evaluate_coco(
     if iou_type == "segm":
         for r in results:
             r.pop("bbox", None)
+    coco_eval = run_cocoeval(coco_gt, results, iou_type=iou_type, img_ids=img_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval.summarize()
+    return {name: float(value) for name, value in zip(names, coco_eval.stats)}
+
+
+def run_cocoeval(
+    coco_gt: COCO,
+    results: list[dict],
+    *,
+    iou_type: str,
+    img_ids: Sequence[int] | None = None,
+    use_cats: bool = True,
+    max_dets: Sequence[int] | None = None,
+) -> COCOeval:
+    """COCOeval's evaluate and accumulate, quietly, on non-empty ``results`` (loadRes writes
+    into them). ``use_cats`` and ``max_dets`` set ``params.useCats`` / ``params.maxDets``."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), iouType=iou_type)
         if img_ids is not None:
             coco_eval.params.imgIds = list(img_ids)
+        coco_eval.params.useCats = int(use_cats)
+        if max_dets is not None:
+            coco_eval.params.maxDets = list(max_dets)
         coco_eval.evaluate()
         coco_eval.accumulate()
-        coco_eval.summarize()
-    return {name: float(value) for name, value in zip(names, coco_eval.stats)}
+    return coco_eval
 
 
 def format_table(metrics: dict[str, float]) -> str:
