@@ -129,7 +129,7 @@ def main() -> None:
     tv_metrics, tv_time = train_torchvision(cfg, args.iters, steps)
     work = out / "detzoo"
     (work / "log.jsonl").unlink(missing_ok=True)
-    dz_metrics = train(cfg, work_dir=work)
+    dz_metrics = train(cfg, work_dir=work)["bbox"]
     records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     dz_times = [r["time"] for r in records if "time" in r]
     dz_time = float(np.mean(dz_times[1:] or dz_times))  # the first log window holds start-up

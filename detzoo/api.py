@@ -66,7 +66,9 @@ class Detector(nn.Module):
     @torch.no_grad()
     def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 1) -> list[dict[str, Any]]:
         """Per image: ``boxes`` (N, 4) xyxy in original pixels, ``scores``, ``labels`` and
-        ``class_names`` (numpy arrays / list)."""
+        ``class_names`` (numpy arrays / list); for Mask R-CNN ``masks`` (N, H, W) bool
+        pasted into the original image, for Keypoint R-CNN ``keypoints`` (N, K, 3) as x,
+        y, score in original pixels."""
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
         self.model.eval()
@@ -80,12 +82,17 @@ class Detector(nn.Module):
 
     def _to_numpy(self, r: Instances) -> dict[str, Any]:
         labels = r.labels.cpu().numpy()
-        return {
+        out = {
             "boxes": r.boxes.cpu().numpy(),
             "scores": r.scores.cpu().numpy(),
             "labels": labels,
             "class_names": [self.class_names[i] for i in labels],
         }
+        if r.masks is not None:
+            out["masks"] = r.masks.cpu().numpy()
+        if r.keypoints is not None:
+            out["keypoints"] = r.keypoints.cpu().numpy()
+        return out
 
 
 def load_model(

@@ -32,7 +32,8 @@ def cmd_test(args: argparse.Namespace) -> None:
     detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
     dataset = build_dataset(detector.config["data"], "val", detector.model.pixel_format, train=False)
     metrics, results = evaluate(detector.model, dataset, cat_ids=detector.cat_ids)
-    print(format_table(metrics))
+    for iou_type, values in metrics.items():
+        print(f"{iou_type} AP\n{format_table(values)}")
     if args.out:
         write_results(args.out, results)
         print(f"wrote {len(results)} detections to {args.out}")
@@ -78,7 +79,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
         image_size=args.size,
         max_objects=args.max_objects,
         seed=args.seed,
-        with_person=args.with_person,
+        categories=args.categories.split(","),
     )
     print(f"wrote {args.num_images} images to {out}")
 
@@ -125,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--max-objects", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--with-person", action="store_true", help="add stick-figure persons with 17 keypoints")
+    p.add_argument(
+        "--categories",
+        default="circle,square,triangle",
+        help="comma-separated, from circle, square, triangle and person (a stick figure with 17 keypoints)",
+    )
     p.set_defaults(fn=cmd_synth)
     return parser
 

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
             )
     plot_training_log(work_dir / "log.jsonl", out / "curves.png")
     elapsed = time.time() - start
-    (out / "metrics.json").write_text(json.dumps({"box": metrics, "seconds": elapsed}, indent=1))
-    print(f"\nbox AP on {args.val_images} synthetic validation images:\n{format_table(metrics)}")
+    (out / "metrics.json").write_text(json.dumps({**metrics, "seconds": elapsed}, indent=1))
+    print(f"\nbox AP on {args.val_images} synthetic validation images:\n{format_table(metrics['bbox'])}")
     print(f"demo finished in {elapsed / 60:.1f} min; drawn predictions in {out / 'predictions'}, "
           f"curves in {out / 'curves.png'}")
 

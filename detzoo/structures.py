@@ -103,16 +103,27 @@ class ImageBatch:
         )
 
 
+def size_ratio(from_size: Size, to_size: Size, device: torch.device | str = "cpu") -> Tensor:
+    """(ratio_w, ratio_h) from an image of ``from_size`` to one of ``to_size`` (h, w), in
+    float32 as torchvision computes them."""
+    ratio_h = torch.tensor(to_size[0], dtype=torch.float32, device=device) / torch.tensor(
+        from_size[0], dtype=torch.float32, device=device
+    )
+    ratio_w = torch.tensor(to_size[1], dtype=torch.float32, device=device) / torch.tensor(
+        from_size[1], dtype=torch.float32, device=device
+    )
+    return torch.stack([ratio_w, ratio_h])
+
+
 def scale_boxes(boxes: Tensor, from_size: Size, to_size: Size) -> Tensor:
     """Rescale xyxy boxes from an image of ``from_size`` to one of ``to_size`` (h, w)."""
-    ratio_h = torch.tensor(to_size[0], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        from_size[0], dtype=torch.float32, device=boxes.device
-    )
-    ratio_w = torch.tensor(to_size[1], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        from_size[1], dtype=torch.float32, device=boxes.device
-    )
-    return boxes * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h]).to(boxes.dtype)
+    return boxes * size_ratio(from_size, to_size, boxes.device).repeat(2).to(boxes.dtype)
 
+
+def scale_points(points: Tensor, from_size: Size, to_size: Size) -> Tensor:
+    """Rescale (..., >=2) points whose first two columns are x, y; other columns kept."""
+    xy = points[..., :2] * size_ratio(from_size, to_size, points.device).to(points.dtype)
+    return torch.cat([xy, points[..., 2:]], dim=-1)
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ def plot_training_log(log_path: str | Path, out_png: str | Path) -> None:
     ax.legend(fontsize=7)
     if evals:
         ax = axes[0][1]
-        ax.plot([r["iter"] for r in evals], [100 * r["eval"]["AP"] for r in evals], "o-", label="AP")
-        ax.plot([r["iter"] for r in evals], [100 * r["eval"]["AP50"] for r in evals], "s--", label="AP50")
+        ax.plot([r["iter"] for r in evals], [100 * r["eval"]["bbox"]["AP"] for r in evals], "o-", label="AP")
+        ax.plot([r["iter"] for r in evals], [100 * r["eval"]["bbox"]["AP50"] for r in evals], "s--", label="AP50")
         ax.set(xlabel="iteration", ylabel="box AP (%)", title="validation", ylim=(0, 100))
         ax.legend(fontsize=7)
     fig.tight_layout()

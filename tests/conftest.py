@@ -17,8 +17,17 @@ def synth_data(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_config(data_root: Path, *overrides: str) -> dict:
-    cfg = load_config(TESTS / "configs" / "tiny_faster_rcnn.py")
+@pytest.fixture(scope="session")
+def synth_people(tmp_path_factory) -> Path:
+    """A person-only keypoint dataset: 16 training and 8 validation stick-figure images."""
+    root = tmp_path_factory.mktemp("people")
+    make_synthetic_coco(root / "train", num_images=16, image_size=64, seed=0, categories=("person",))
+    make_synthetic_coco(root / "val", num_images=8, image_size=64, seed=1, categories=("person",))
+    return root
+
+
+def tiny_config(data_root: Path, *overrides: str, name: str = "tiny_faster_rcnn") -> dict:
+    cfg = load_config(TESTS / "configs" / f"{name}.py")
     return apply_overrides(
         cfg,
         [

@@ -14,7 +14,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detzoo.data.coco import CocoDataset, Sample
 from detzoo.data.loader import GroupedBatchSampler, build_test_loader, build_train_loader
-from detzoo.data.synthetic import PERSON_KEYPOINTS, make_synthetic_coco
+from detzoo.data.synthetic import SHAPES, PERSON_KEYPOINTS, make_synthetic_coco
 from detzoo.data.transforms import build_transforms, hflip, keypoint_flip_map, resize_shortest_edge
 from detzoo.structures import Instances
 
@@ -251,12 +251,12 @@ def test_grouped_sampler_deterministic_grouped_and_sharded():
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     return make_synthetic_coco(
-        tmp_path_factory.mktemp("synth"), num_images=6, image_size=96, seed=0, with_person=True
+        tmp_path_factory.mktemp("synth"), num_images=6, image_size=96, seed=0, categories=(*SHAPES, "person")
     )
 
 
 def test_synthetic_is_deterministic(synthetic, tmp_path):
-    again = make_synthetic_coco(tmp_path, num_images=6, image_size=96, seed=0, with_person=True)
+    again = make_synthetic_coco(tmp_path, num_images=6, image_size=96, seed=0, categories=(*SHAPES, "person"))
     assert (again / "annotations.json").read_text() == (synthetic / "annotations.json").read_text()
     assert (again / "images" / "000004.png").read_bytes() == (synthetic / "images" / "000004.png").read_bytes()
 

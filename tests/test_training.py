@@ -22,7 +22,7 @@ def test_training_loss_falls_and_model_predicts(synth_data, tmp_path):
     losses = _losses(tmp_path)
     assert len(losses) == 8  # 40 iterations, logged every 5
     assert np.mean(losses[-2:]) < 0.6 * np.mean(losses[:2]), losses
-    assert set(metrics) >= {"AP", "AP50", "AR100"}
+    assert set(metrics) == {"bbox"} and set(metrics["bbox"]) >= {"AP", "AP50", "AR100"}
 
     detector = load_model(checkpoint=tmp_path / trainer.FINAL)
     assert detector.class_names == ["circle", "square", "triangle"]
@@ -31,6 +31,28 @@ def test_training_loss_falls_and_model_predicts(synth_data, tmp_path):
     assert pred["boxes"].shape[1] == 4
     if len(pred["boxes"]):  # boxes are in the 70 x 50 original image
         assert pred["boxes"][:, [0, 2]].max() <= 70 + 1e-3 and pred["boxes"][:, [1, 3]].max() <= 50 + 1e-3
+
+
+# The keypoint loss starts at log(56 * 56) = 8 and dominates the total; it falls slower.
+@pytest.mark.parametrize("name, data, extra, ratio", [("tiny_mask_rcnn", "synth_data", "segm", 0.7),
+                                                      ("tiny_keypoint_rcnn", "synth_people", "keypoints", 0.85)])
+def test_mask_and_keypoint_models_learn_and_predict(name, data, extra, ratio, request, tmp_path):
+    metrics = trainer.train(tiny_config(request.getfixturevalue(data), name=name), work_dir=tmp_path)
+    losses = _losses(tmp_path)
+    assert np.mean(losses[-2:]) < ratio * np.mean(losses[:2]), losses
+    assert set(metrics) == {"bbox", extra}
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    branch_loss = "loss_mask" if extra == "segm" else "loss_keypoint"
+    assert log[-2][branch_loss] < log[0][branch_loss]
+
+    detector = load_model(checkpoint=tmp_path / trainer.FINAL)
+    image = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
+    (pred,) = detector.predict(image)
+    n = len(pred["boxes"])
+    if extra == "segm":
+        assert pred["masks"].shape == (n, 50, 70) and pred["masks"].dtype == bool
+    else:
+        assert pred["keypoints"].shape == (n, 17, 3)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth_data, tmp_path, monkeypatch):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from detzoo.config import ConfigError, check_keys
 from detzoo.data.coco import CocoDataset
-from detzoo.data.transforms import ResizeFlip, build_transforms
+from detzoo.data.transforms import ResizeFlip, build_transforms, keypoint_flip_map
 from detzoo.structures import PixelFormat
 
 DATA_KEYS = (
@@ -23,7 +23,9 @@ DATA_KEYS = (
 SPLIT_KEYS = ("ann_file", "img_dir")
 
 
-def build_transform(cfg: Mapping[str, Any], pixel_format: PixelFormat, *, train: bool) -> ResizeFlip:
+def build_transform(
+    cfg: Mapping[str, Any], pixel_format: PixelFormat, *, train: bool, flip_map: Sequence[tuple[int, int]] = ()
+) -> ResizeFlip:
     check_keys("data", cfg, DATA_KEYS)
     if train:
         return build_transforms(
@@ -31,23 +33,36 @@ def build_transform(cfg: Mapping[str, Any], pixel_format: PixelFormat, *, train:
             scales=cfg["train_scales"],
             max_size=cfg["max_size"],
             flip_prob=cfg["flip_prob"],
+            flip_map=flip_map,
             pixel_format=pixel_format,
         )
     return build_transforms(train=False, scales=(cfg["test_scale"],), max_size=cfg["max_size"], pixel_format=pixel_format)
 
 
 def build_dataset(
-    cfg: Mapping[str, Any], split: str, pixel_format: PixelFormat, *, train: bool, seed: int = 0
+    cfg: Mapping[str, Any],
+    split: str,
+    pixel_format: PixelFormat,
+    *,
+    train: bool,
+    seed: int = 0,
+    with_masks: bool = False,
+    with_keypoints: bool = False,
 ) -> CocoDataset:
     """The dataset of ``data.<split>`` with the training or test transform (random
-    transforms seeded by ``seed``; see ``CocoDataset.set_epoch``)."""
+    transforms seeded by ``seed``; see ``CocoDataset.set_epoch``). With keypoints, the
+    flip swaps the dataset's left/right keypoints."""
     if split not in cfg:
         raise ConfigError(f"data.{split} is not set; give it as dict(ann_file=..., img_dir=...)")
     check_keys(f"data.{split}", cfg[split], SPLIT_KEYS)
-    return CocoDataset(
+    dataset = CocoDataset(
         cfg[split]["ann_file"],
         cfg[split]["img_dir"],
-        transforms=build_transform(cfg, pixel_format, train=train),
         filter_empty=train and cfg["filter_empty"],
+        with_masks=with_masks,
+        with_keypoints=with_keypoints,
         seed=seed,
     )
+    flip_map = keypoint_flip_map(dataset.keypoint_names) if with_keypoints else ()
+    dataset.transforms = build_transform(cfg, pixel_format, train=train, flip_map=flip_map)
+    return dataset

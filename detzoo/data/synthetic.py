@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -52,7 +53,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _draw_image(
-    rng: np.random.Generator, image_size: int, max_objects: int, num_classes: int
+    rng: np.random.Generator, image_size: int, max_objects: int, categories: Sequence[str]
 ) -> tuple[Image.Image, list[dict]]:
     """A noisy background with up to ``max_objects`` objects; their annotations (no ids)."""
     background = rng.integers(0, 256, 3)
@@ -62,12 +63,13 @@ def _draw_image(
     placed: list[np.ndarray] = []
     annotations = []
     for _ in range(rng.integers(1, max_objects + 1)):
-        label = int(rng.integers(num_classes))
+        label = int(rng.integers(len(categories)))
+        name = categories[label]
         color = rng.integers(0, 256, 3)
         while np.abs(color - background).sum() < 150:
             color = rng.integers(0, 256, 3)
-        if label < len(SHAPES):
-            points = _shape_polygon(rng, SHAPES[label], rng.uniform(0.12, 0.5) * image_size)
+        if name != "person":
+            points = _shape_polygon(rng, name, rng.uniform(0.12, 0.5) * image_size)
             low, high = points.min(0), points.max(0)
         else:
             points, line_width, head_radius = _person(rng, rng.uniform(0.35, 0.8) * image_size)
@@ -84,7 +86,7 @@ def _draw_image(
         points = points + offset
         fill = tuple(int(c) for c in color)
         annotation = {"category_id": label + 1, "iscrowd": 0}
-        if label < len(SHAPES):
+        if name != "person":
             draw.polygon([tuple(p) for p in points], fill=fill)
             polygon = points
             x, y = polygon[:, 0], polygon[:, 1]
@@ -118,31 +120,36 @@ def make_synthetic_coco(
     image_size: int = 128,
     max_objects: int = 4,
     seed: int = 0,
-    with_person: bool = False,
+    categories: Sequence[str] = SHAPES,
 ) -> Path:
     """Write ``out_dir/images/*.png`` and ``out_dir/annotations.json``; return ``out_dir``.
 
-    Categories circle (1), square (2), triangle (3) and, with ``with_person``, person (4)
-    with the 17 COCO keypoints and skeleton; each image has 1 to ``max_objects`` objects
-    of 12%-50% of the image (people 35%-80% tall) that overlap at most a little.
+    ``categories`` (ids 1, 2, ... in this order) are taken from the shapes circle,
+    square, triangle and "person", a stick figure with the 17 COCO keypoints and skeleton
+    (``("person",)`` gives a person-only keypoint dataset). Each image has 1 to
+    ``max_objects`` objects of 12%-50% of the image (people 35%-80% tall) that overlap at
+    most a little.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
-    if with_person:
-        categories.append({
-            "id": len(SHAPES) + 1, "name": "person", "supercategory": "person",
-            "keypoints": list(PERSON_KEYPOINTS), "skeleton": [list(pair) for pair in PERSON_SKELETON],
-        })  # fmt: skip
+    unknown = [c for c in categories if c not in (*SHAPES, "person")]
+    if unknown or not categories:
+        raise ValueError(f"unknown synthetic categories {unknown}; valid: {', '.join((*SHAPES, 'person'))}")
+    person = {"keypoints": list(PERSON_KEYPOINTS), "skeleton": [list(pair) for pair in PERSON_SKELETON]}
+    category_list = [
+        {"id": i + 1, "name": name, "supercategory": name if name == "person" else "shape",
+         **(person if name == "person" else {})}
+        for i, name in enumerate(categories)
+    ]  # fmt: skip
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
-        image, objects = _draw_image(rng, image_size, max_objects, len(categories))
+        image, objects = _draw_image(rng, image_size, max_objects, categories)
         file_name = f"{image_id:06d}.png"
         image.save(out / "images" / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **obj})
     with open(out / "annotations.json", "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+        json.dump({"images": images, "annotations": annotations, "categories": category_list}, f)
     return out

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detzoo.structures import Instances, PixelFormat, scale_boxes
+from detzoo.structures import Instances, PixelFormat, scale_boxes, scale_points
 
 Transform = Callable[..., tuple[Tensor, Instances]]  # (image, instances, generator=None)
 
@@ -42,8 +42,7 @@ def resize_shortest_edge(
         masks = masks.to(instances.masks.dtype)
     keypoints = instances.keypoints
     if keypoints is not None:
-        ratio = torch.tensor([new_w, new_h], dtype=torch.float32) / torch.tensor([w, h], dtype=torch.float32)
-        keypoints = torch.cat([keypoints[..., :2] * ratio.to(keypoints), keypoints[..., 2:]], dim=-1)
+        keypoints = scale_points(keypoints, (h, w), (new_h, new_w))
     boxes = scale_boxes(instances.boxes, (h, w), (new_h, new_w))
     return resized, replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
 

@@ -15,7 +15,8 @@ from torch import nn
 from detzoo.backbones.resnet import ResNet
 from detzoo.config import ConfigError, check_signature
 from detzoo.detectors.two_stage import TwoStageDetector
-from detzoo.heads.box import BoxPredictor, BoxRoIHead, ConvFCBoxHead
+from detzoo.heads.box import BoxPredictor, ConvFCBoxHead, RoIHeads
+from detzoo.heads.mask_keypoint import KeypointBranch, KeypointHead, MaskBranch, MaskHead
 from detzoo.heads.rpn import RPN, RPNHead
 from detzoo.layers.anchors import AnchorGenerator
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
@@ -59,6 +60,24 @@ def _neck_inputs(section: str, neck: nn.Module, cfg: Mapping[str, Any]) -> tuple
     return [neck.strides[f] for f in features], channels.pop()
 
 
+def _branch(
+    section: str, neck: nn.Module, roi_cfg: Mapping[str, Any], branch: type, head: type, **head_args: Any
+) -> nn.Module | None:
+    """The mask or keypoint branch of ``roi_cfg`` (None when the config has none)."""
+    name = section.rsplit(".", 1)[1]
+    if roi_cfg.get(name) is None:
+        return None
+    (pooler_cfg, head_cfg), rest = _split(section, roi_cfg[name], "pooler", "head")
+    strides, channels = _neck_inputs(section, neck, rest)
+    return _build(
+        branch,
+        section,
+        rest,
+        pooler=_build(MultiLevelRoIAlign, f"{section}.pooler", pooler_cfg, strides=strides),
+        head=_build(head, f"{section}.head", head_cfg, in_channels=channels, **head_args),
+    )
+
+
 def build_model(cfg: Mapping[str, Any]) -> TwoStageDetector:
     """Build a detector from the ``model`` section of a config."""
     (backbone_cfg, neck_cfg, rpn_cfg, roi_cfg), rest = _split("model", cfg, "backbone", "neck", "rpn", "roi_heads")
@@ -89,7 +108,20 @@ def build_model(cfg: Mapping[str, Any]) -> TwoStageDetector:
     )
     if "num_classes" not in roi_rest:
         raise ConfigError("model.roi_heads.num_classes is not set")
-    predictor = BoxPredictor(in_channels=box_head.out_channels, num_classes=roi_rest["num_classes"])
-    roi_heads = _build(BoxRoIHead, "model.roi_heads", roi_rest, pooler=pooler, box_head=box_head, predictor=predictor)
+    num_classes = roi_rest["num_classes"]
+    predictor = BoxPredictor(in_channels=box_head.out_channels, num_classes=num_classes)
+    branches = {
+        "mask": _branch("model.roi_heads.mask", neck, roi_rest, MaskBranch, MaskHead, num_classes=num_classes),
+        "keypoint": _branch("model.roi_heads.keypoint", neck, roi_rest, KeypointBranch, KeypointHead),
+    }
+    roi_heads = _build(
+        RoIHeads,
+        "model.roi_heads",
+        {k: v for k, v in roi_rest.items() if k not in branches},
+        pooler=pooler,
+        box_head=box_head,
+        predictor=predictor,
+        **branches,
+    )
 
     return _build(TwoStageDetector, "model", rest, backbone=backbone, neck=neck, rpn=rpn, roi_heads=roi_heads)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from detzoo.heads.rpn import RPN
-from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_boxes
+from detzoo.layers.mask_ops import paste_masks
+from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_boxes, scale_points
 
 
 class TwoStageDetector(nn.Module):
@@ -74,11 +76,11 @@ class TwoStageDetector(nn.Module):
 
 
 def postprocess(result: Instances, from_size: Size, to_size: Size) -> Instances:
-    """Map detections from the resized input image back to the original image."""
-    if tuple(from_size) == tuple(to_size):
-        return result
-    return Instances(
-        boxes=scale_boxes(result.boxes, from_size, to_size),
-        labels=result.labels,
-        scores=result.scores,
-    )
+    """Map detections from the resized input image to the original image: boxes and
+    keypoints scaled, masks pasted into the original image and thresholded at 0.5."""
+    boxes = result.boxes if tuple(from_size) == tuple(to_size) else scale_boxes(result.boxes, from_size, to_size)
+    keypoints = None if result.keypoints is None else scale_points(result.keypoints, from_size, to_size)
+    masks = result.masks
+    if masks is not None:
+        masks = paste_masks(masks, boxes, tuple(to_size)) > 0.5
+    return replace(result, boxes=boxes, keypoints=keypoints, masks=masks)

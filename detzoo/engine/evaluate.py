@@ -37,9 +37,19 @@ def run_inference(
     return [r for part in distributed.gather(results) for r in part]
 
 
+def iou_types(model: nn.Module) -> list[str]:
+    """What ``model`` predicts, as COCO evaluation types."""
+    heads = model.roi_heads
+    return ["bbox"] + ["segm"] * (heads.mask is not None) + ["keypoints"] * (heads.keypoint is not None)
+
+
 def evaluate(
     model: nn.Module, dataset: CocoDataset, *, cat_ids: Sequence[int], num_workers: int = 0
-) -> tuple[dict[str, float], list[dict]]:
-    """Box AP/AR of ``model`` on ``dataset``; returns (metrics, results)."""
+) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """COCO metrics of ``model`` on ``dataset`` per evaluation type (``bbox``, and
+    ``segm`` / ``keypoints`` when the model predicts them); returns (metrics, results)."""
     results = run_inference(model, dataset, cat_ids=cat_ids, num_workers=num_workers)
-    return evaluate_coco(dataset.coco, results, iou_type="bbox", img_ids=dataset.image_ids), results
+    metrics = {
+        t: evaluate_coco(dataset.coco, results, iou_type=t, img_ids=dataset.image_ids) for t in iou_types(model)
+    }
+    return metrics, results

@@ -58,8 +58,8 @@ def _checkpoint_meta(cfg: Mapping[str, Any], dataset) -> dict[str, Any]:
 
 
 def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train the model of ``cfg``; returns the final validation metrics (empty if the
-    config has no ``data.val``). Writes ``log.jsonl``, ``checkpoint.pth`` (full state,
+    """Train the model of ``cfg``; returns the final validation metrics per evaluation
+    type (empty if the config has no ``data.val``). Writes ``log.jsonl``, ``checkpoint.pth`` (full state,
     for ``resume``), ``model_final.pth`` (model + meta) and ``config.py`` to ``work_dir``."""
     check_keys("config", cfg, CONFIG_KEYS)
     optim, runtime = cfg["optim"], cfg["runtime"]
@@ -72,7 +72,8 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
 
     model = build_model(cfg["model"]).to(device)
     data = cfg["data"]
-    train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=runtime["seed"])
+    targets = dict(with_masks=model.roi_heads.mask is not None, with_keypoints=model.roi_heads.keypoint is not None)
+    train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=runtime["seed"], **targets)
     num_classes = cfg["model"]["roi_heads"]["num_classes"]
     if len(train_set.class_names) != num_classes:
         raise ConfigError(
@@ -80,7 +81,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
             f"{len(train_set.class_names)} categories; set --set model.roi_heads.num_classes="
             f"{len(train_set.class_names)}"
         )
-    val_set = build_dataset(data, "val", model.pixel_format, train=False) if "val" in data else None
+    val_set = build_dataset(data, "val", model.pixel_format, train=False, **targets) if "val" in data else None
 
     batch = data["images_per_gpu"] * world
     loader_args = dict(batch_size=data["images_per_gpu"], num_workers=data["num_workers"], seed=runtime["seed"])
@@ -133,7 +134,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
             with open(work_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    metrics: dict[str, float] = {}
+    metrics: dict[str, dict[str, float]] = {}
     it = start
     bar = tqdm(total=schedule.max_iters, initial=start, desc="train", disable=not distributed.is_main())
     window: list[dict[str, float]] = []
@@ -184,7 +185,8 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
                 metrics, _ = evaluate(model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"])
                 log({"iter": it, "eval": metrics})
                 if distributed.is_main():
-                    tqdm.write(f"iteration {it}: box AP\n{format_table(metrics)}")
+                    for iou_type, values in metrics.items():
+                        tqdm.write(f"iteration {it}: {iou_type} AP\n{format_table(values)}")
             if it >= schedule.max_iters:
                 break
             tick = time.perf_counter()

@@ -12,6 +12,7 @@ from torchvision.ops import batched_nms, box_iou
 
 from detzoo.layers.conv import conv_norm
 from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall, sample_balanced
+from detzoo.heads.mask_keypoint import KeypointBranch, MaskBranch
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
 from detzoo.structures import Instances
 
@@ -72,8 +73,8 @@ class BoxPredictor(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
 
-class BoxRoIHead(nn.Module):
-    """Fast R-CNN head on proposals.
+class RoIHeads(nn.Module):
+    """Fast R-CNN box head on proposals, with optional mask and keypoint branches.
 
     Training: ground-truth boxes join the proposals; each proposal takes the class of the
     gt it overlaps by >= ``fg_iou`` (background below); ``batch_size_per_image`` are
@@ -81,6 +82,8 @@ class BoxRoIHead(nn.Module):
     (``beta``; 0 is L1) on the gt class's deltas, normalised by the sampled count.
     Inference: softmax, per-class decoding, clipping, score > ``score_thresh``, boxes
     smaller than ``min_size`` dropped, per-class NMS, best ``detections_per_image``.
+    The mask / keypoint branches train on the sampled foreground proposals with their
+    matched ground truth and run on the final detections.
     """
 
     def __init__(
@@ -101,6 +104,8 @@ class BoxRoIHead(nn.Module):
         nms_thresh: float = 0.5,
         detections_per_image: int = 100,
         min_size: float = 0.0,
+        mask: MaskBranch | None = None,
+        keypoint: KeypointBranch | None = None,
     ) -> None:
         super().__init__()
         self.pooler = pooler
@@ -117,6 +122,8 @@ class BoxRoIHead(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
         self.min_size = min_size
+        self.mask = mask
+        self.keypoint = keypoint
 
     def forward(
         self,
@@ -128,20 +135,38 @@ class BoxRoIHead(nn.Module):
         boxes = [p.boxes for p in proposals]
         if self.training:
             if targets is None:
-                raise ValueError("BoxRoIHead: targets are required in training mode")
-            boxes, labels, box_targets = self.sample(boxes, targets)
+                raise ValueError("RoIHeads: targets are required in training mode")
+            boxes, labels, box_targets, matched = self.sample(boxes, targets)
         x = self.pooler([features[f] for f in self.in_features], boxes)
         logits, deltas = self.predictor(self.box_head(x))
-        if self.training:
-            return [], self.losses(logits, deltas, torch.cat(labels), torch.cat(box_targets))
-        return self.inference(logits, deltas, boxes, image_sizes), {}
+        if not self.training:
+            results = self.inference(logits, deltas, boxes, image_sizes)
+            for branch in (self.mask, self.keypoint):
+                if branch is not None:
+                    results = branch.predict(features, results)
+            return results, {}
+        losses = self.losses(logits, deltas, torch.cat(labels), torch.cat(box_targets))
+        fg = [torch.nonzero(lb < self.num_classes).flatten() for lb in labels]
+        fg_boxes = [b[i] for b, i in zip(boxes, fg)]
+        fg_gt = [m[i] for m, i in zip(matched, fg)]
+        if self.mask is not None:
+            losses.update(
+                self.mask.losses(
+                    features, fg_boxes, [lb[i] for lb, i in zip(labels, fg)],
+                    [t.masks[g] for t, g in zip(targets, fg_gt)],
+                )
+            )
+        if self.keypoint is not None:
+            losses.update(self.keypoint.losses(features, fg_boxes, [t.keypoints[g] for t, g in zip(targets, fg_gt)]))
+        return [], losses
 
     @torch.no_grad()
     def sample(
         self, proposals: Sequence[Tensor], targets: Sequence[Instances]
-    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """Sampled boxes, their labels (``num_classes`` = background) and box targets."""
-        out_boxes, out_labels, out_targets = [], [], []
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """Sampled boxes, their labels (``num_classes`` = background), box targets and
+        matched gt indices (meaningful for the foreground, which comes first)."""
+        out_boxes, out_labels, out_targets, out_matched = [], [], [], []
         for boxes, t in zip(proposals, targets):
             boxes = torch.cat([boxes, t.boxes])
             matched = self.matcher.match(box_iou(t.boxes, boxes))
@@ -158,7 +183,8 @@ class BoxRoIHead(nn.Module):
             out_boxes.append(boxes[idx])
             out_labels.append(labels)
             out_targets.append(self.box_coder.encode(gt, boxes[idx]))
-        return out_boxes, out_labels, out_targets
+            out_matched.append(matched[idx].clamp(min=0))
+        return out_boxes, out_labels, out_targets, out_matched
 
     def losses(self, logits: Tensor, deltas: Tensor, labels: Tensor, box_targets: Tensor) -> dict[str, Tensor]:
         fg = torch.nonzero(labels < self.num_classes).flatten()

@@ -1,0 +1,138 @@
+"""Mask and keypoint branches of the RoI heads (Mask R-CNN, Keypoint R-CNN).
+
+Each branch pools its own features for the foreground proposals in training (with the
+masks / keypoints of their matched ground truth) and for the final detections in
+inference, where it adds per-instance masks or keypoints to the detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detzoo.layers.conv import conv_norm
+from detzoo.layers.keypoint_ops import heatmaps_to_keypoints, keypoint_loss, keypoint_targets
+from detzoo.layers.mask_ops import mask_loss, mask_targets
+from detzoo.layers.roi_pool import MultiLevelRoIAlign
+from detzoo.structures import Instances
+
+
+def _conv_stack(in_channels: int, conv_dim: int, num_convs: int, norm: str | None, conv_ws: bool) -> nn.ModuleList:
+    convs = nn.ModuleList(
+        conv_norm(in_channels if i == 0 else conv_dim, conv_dim, 3, norm=norm, conv_ws=conv_ws)
+        for i in range(num_convs)
+    )
+    for conv in convs:
+        nn.init.kaiming_normal_(conv[0].weight, mode="fan_out", nonlinearity="relu")
+    return convs
+
+
+def _msra(layer: nn.Module) -> nn.Module:
+    nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class MaskHead(nn.Module):
+    """``num_convs`` 3x3 convs + ReLU, a 2x2 stride-2 deconv + ReLU and a 1x1 conv to one
+    mask logit map per class: 14x14 pooled features -> 28x28 masks."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        num_convs: int = 4,
+        conv_dim: int = 256,
+        norm: str | None = None,
+        conv_ws: bool = False,
+    ) -> None:
+        super().__init__()
+        self.convs = _conv_stack(in_channels, conv_dim, num_convs, norm, conv_ws)
+        dim = conv_dim if num_convs else in_channels
+        self.deconv = _msra(nn.ConvTranspose2d(dim, dim, 2, stride=2))
+        self.predictor = nn.Conv2d(dim, num_classes, 1)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.zeros_(self.predictor.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.predictor(F.relu(self.deconv(x)))
+
+
+class KeypointHead(nn.Module):
+    """``num_convs`` 3x3 convs + ReLU, a 4x4 stride-2 deconv to one heatmap per keypoint,
+    then bilinear x2: 14x14 pooled features -> 56x56 heatmaps."""
+
+    def __init__(self, *, in_channels: int, num_keypoints: int, num_convs: int = 8, conv_dim: int = 512) -> None:
+        super().__init__()
+        self.convs = _conv_stack(in_channels, conv_dim, num_convs, None, False)
+        self.deconv = _msra(nn.ConvTranspose2d(conv_dim if num_convs else in_channels, num_keypoints, 4, 2, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        x = self.deconv(x)
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+
+
+class _Branch(nn.Module):
+    def __init__(self, *, pooler: MultiLevelRoIAlign, head: nn.Module, in_features: Sequence[str]) -> None:
+        super().__init__()
+        self.pooler = pooler
+        self.head = head
+        self.in_features = list(in_features)
+
+    def _head(self, features: Mapping[str, Tensor], boxes: Sequence[Tensor]) -> Tensor:
+        return self.head(self.pooler([features[f] for f in self.in_features], boxes))
+
+
+class MaskBranch(_Branch):
+    """Training: per-pixel BCE on the gt class's 28x28 mask. Inference: ``masks`` of
+    each detection = sigmoid of its class's map (pasted into the image later)."""
+
+    def losses(
+        self,
+        features: Mapping[str, Tensor],
+        boxes: Sequence[Tensor],
+        labels: Sequence[Tensor],
+        gt_masks: Sequence[Tensor],
+    ) -> dict[str, Tensor]:
+        logits = self._head(features, boxes)
+        targets = torch.cat(
+            [mask_targets(m, b, size=logits.shape[-1]) for m, b in zip(gt_masks, boxes)]
+        )
+        return {"loss_mask": mask_loss(logits, torch.cat(labels), targets)}
+
+    def predict(self, features: Mapping[str, Tensor], results: Sequence[Instances]) -> list[Instances]:
+        logits = self._head(features, [r.boxes for r in results])
+        labels = torch.cat([r.labels for r in results])
+        probs = logits[torch.arange(len(labels), device=labels.device), labels].sigmoid()
+        return [replace(r, masks=p) for r, p in zip(results, probs.split([len(r) for r in results]))]
+
+
+class KeypointBranch(_Branch):
+    """Training: softmax cross-entropy over the 56x56 heatmap of each visible keypoint,
+    normalised by their number. Inference: ``keypoints`` (N, K, 3) = x, y, score."""
+
+    def losses(
+        self, features: Mapping[str, Tensor], boxes: Sequence[Tensor], gt_keypoints: Sequence[Tensor]
+    ) -> dict[str, Tensor]:
+        logits = self._head(features, boxes)
+        targets = [keypoint_targets(k, b, heatmap_size=logits.shape[-1]) for k, b in zip(gt_keypoints, boxes)]
+        heatmaps = torch.cat([t[0] for t in targets])
+        valid = torch.cat([t[1] for t in targets])
+        return {"loss_keypoint": keypoint_loss(logits, heatmaps, valid)}
+
+    def predict(self, features: Mapping[str, Tensor], results: Sequence[Instances]) -> list[Instances]:
+        logits = self._head(features, [r.boxes for r in results])
+        out = []
+        for r, lg in zip(results, logits.split([len(r) for r in results])):
+            points, scores = heatmaps_to_keypoints(lg, r.boxes)
+            out.append(replace(r, keypoints=torch.cat([points[..., :2], scores[..., None]], dim=-1)))
+        return out
