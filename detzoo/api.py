@@ -75,7 +75,7 @@ class Detector(nn.Module):
         out = []
         for start in range(0, len(images), batch_size):
             tensors = [_to_tensor(im) for im in images[start : start + batch_size]]
-            resized = [self.transform(t, Instances.empty())[0] for t in tensors]
+            resized = [self.transform(t)[0] for t in tensors]
             results = self.model(resized, original_sizes=[tuple(t.shape[-2:]) for t in tensors])
             out.extend(self._to_numpy(r) for r in results)
         return out
@@ -119,7 +119,7 @@ def load_model(
     model = build_model(cfg["model"])
     if "model" in ckpt:
         model.load_state_dict(ckpt["model"])
-    num_classes = cfg["model"]["roi_heads"]["num_classes"]
+    num_classes = 1 if model.roi_heads is None else model.roi_heads.num_classes  # an RPN: "object"
     class_names = meta.get("class_names") or [f"class_{i}" for i in range(num_classes)]
     cat_ids = meta.get("cat_ids") or list(range(1, num_classes + 1))
     return Detector(

@@ -27,16 +27,15 @@ def cmd_test(args: argparse.Namespace) -> None:
     from detzoo.api import load_model
     from detzoo.data.build import build_dataset
     from detzoo.engine.evaluate import evaluate
-    from detzoo.evaluation.coco import format_table, write_results
+    from detzoo.evaluation.coco import format_table
 
     detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
     dataset = build_dataset(detector.config["data"], "val", detector.model.pixel_format, train=False)
-    metrics, results = evaluate(detector.model, dataset, cat_ids=detector.cat_ids)
-    for iou_type, values in metrics.items():
-        print(f"{iou_type} AP\n{format_table(values)}")
+    metrics = evaluate(detector.model, dataset, cat_ids=detector.cat_ids, out=args.out)
+    for kind, values in metrics.items():
+        print(f"{kind}\n{format_table(values)}")
     if args.out:
-        write_results(args.out, results)
-        print(f"wrote {len(results)} detections to {args.out}")
+        print(f"wrote {args.out}")
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
@@ -106,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu")
         p.set_defaults(fn=fn)
         if name == "test":
-            p.add_argument("--out", help="write COCO-format results json here")
+            p.add_argument("--out", help="write the COCO results json here (an RPN: the proposals .npz)")
         else:
             p.add_argument("images", nargs="+")
             p.add_argument("--out", required=True, help="folder for drawn PNGs and predictions.json")

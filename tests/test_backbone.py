@@ -153,6 +153,7 @@ def test_out_features_subset():
 
     basic = ResNet(depth=18, stem_width=8, out_features=("c4",))
     assert basic.out_channels == {"c4": 32} and basic.strides == {"c4": 16}
+    assert not hasattr(basic, "layer4")  # C4: res5 belongs to the RoI head
 
 
 def test_make_res_layer_is_res5():

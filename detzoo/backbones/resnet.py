@@ -184,7 +184,7 @@ class ResNet(nn.Module):
     - ``norm_eval``: keep every BN/SyncBN in eval mode during training (mmdetection).
     - ``stem_width``: stem channels; stage ``i`` has ``stem_width * 2**i`` planes (64 = standard).
     - ``out_channels`` / ``strides``: per requested feature. Stages after the last requested
-      one are built (so checkpoints load strictly) but not run.
+      one are not built: a C4 model's res5 lives in its RoI head.
     """
 
     def __init__(
@@ -220,37 +220,48 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         _kaiming_init(self.conv1)
 
-        block, stage_blocks = DEPTHS[depth]
+        block, self._stage_blocks = DEPTHS[depth]
+        self._stage_args = dict(
+            block=block, groups=groups, width_per_group=width_per_group, style=style, norm=norm, conv_ws=conv_ws
+        )
+        self._stem_width = stem_width
         self.out_channels: dict[str, int] = {}
         self.strides: dict[str, int] = {}
-        channels = stem_width
-        for i, (name, num_blocks) in enumerate(zip(FEATURES, stage_blocks)):
-            planes = stem_width * 2**i
-            layer = make_res_layer(
-                block=block,
-                in_channels=channels,
-                planes=planes,
-                num_blocks=num_blocks,
-                stride=1 if i == 0 else 2,
-                groups=groups,
-                width_per_group=width_per_group,
-                style=style,
-                norm=norm,
-                conv_ws=conv_ws,
-            )
-            self.add_module(f"layer{i + 1}", layer)
-            channels = planes * BLOCKS[block].expansion
+        self._last_channels = stem_width
+        for i, name in enumerate(FEATURES[: FEATURES.index(self.out_features[-1]) + 1]):
+            stage, self._last_channels = self._make_stage(i, self._last_channels)
+            self.add_module(f"layer{i + 1}", stage)
             if name in self.out_features:
-                self.out_channels[name] = channels
+                self.out_channels[name] = self._last_channels
                 self.strides[name] = 4 * 2**i
 
         for module in self._frozen_modules():
             module.requires_grad_(False)
         self.train()
 
+    def _make_stage(self, i: int, in_channels: int) -> tuple[nn.Sequential, int]:
+        """Stage ``i`` (0 = res2) and its output channels."""
+        planes = self._stem_width * 2**i
+        stage = make_res_layer(
+            in_channels=in_channels,
+            planes=planes,
+            num_blocks=self._stage_blocks[i],
+            stride=1 if i == 0 else 2,
+            **self._stage_args,
+        )
+        return stage, planes * BLOCKS[self._stage_args["block"]].expansion
+
+    def make_res5(self) -> tuple[nn.Sequential, int]:
+        """A res5 stage with this backbone's settings, fed by its last stage (res4), for
+        a C4 model's RoI head; returns it and its output channels."""
+        if self.out_features[-1] != "c4":
+            raise ValueError("make_res5 needs a backbone that ends at res4 (out_features ending with 'c4')")
+        return self._make_stage(3, self._last_channels)
+
     def _frozen_modules(self) -> list[nn.Module]:
         stem = [self.conv1, self.bn1] if self.frozen_stages >= 1 else []
-        return stem + [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages)]
+        stages = [f"layer{i}" for i in range(1, self.frozen_stages)]
+        return stem + [getattr(self, name) for name in stages if hasattr(self, name)]
 
     def train(self, mode: bool = True) -> "ResNet":
         """Set train mode, keeping frozen stages (and every BN when ``norm_eval``) in eval."""
@@ -267,8 +278,7 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         features = {}
-        last = FEATURES.index(self.out_features[-1])
-        for i, name in enumerate(FEATURES[: last + 1]):
+        for i, name in enumerate(FEATURES[: FEATURES.index(self.out_features[-1]) + 1]):
             x = getattr(self, f"layer{i + 1}")(x)
             if name in self.out_features:
                 features[name] = x

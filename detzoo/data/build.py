@@ -19,8 +19,10 @@ DATA_KEYS = (
     "images_per_gpu",
     "num_workers",
     "filter_empty",
+    "proposals_topk_train",
+    "proposals_topk_test",
 )
-SPLIT_KEYS = ("ann_file", "img_dir")
+SPLIT_KEYS = ("ann_file", "img_dir", "proposals_file")
 
 
 def build_transform(
@@ -62,6 +64,8 @@ def build_dataset(
         with_masks=with_masks,
         with_keypoints=with_keypoints,
         seed=seed,
+        proposals_file=cfg[split].get("proposals_file"),
+        proposals_topk=cfg["proposals_topk_train" if train else "proposals_topk_test"],
     )
     flip_map = keypoint_flip_map(dataset.keypoint_names) if with_keypoints else ()
     dataset.transforms = build_transform(cfg, pixel_format, train=train, flip_map=flip_map)

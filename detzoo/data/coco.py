@@ -24,6 +24,9 @@ reads the image, decodes masks and applies the transforms. Rules for bad input:
 8. With ``with_keypoints=True``: the keypoint names come from the categories (one list
    for all of them; an error if none has one); annotations without ``keypoints`` get
    all-zero (invisible) keypoints; a ``keypoints`` list of the wrong length is an error.
+9. With a ``proposals_file`` (Fast R-CNN), an image without an entry in it is an error
+   at construction naming the image id and the file; each image keeps its
+   ``proposals_topk`` best-scoring proposals.
 
 Warnings and counts go to the ``detzoo.data`` logger.
 """
@@ -44,6 +47,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 
 from detzoo.data.transforms import Transform
+from detzoo.evaluation.proposals import load_proposals, proposals_for
 from detzoo.structures import Instances, Size
 
 logger = logging.getLogger("detzoo.data")
@@ -60,6 +64,7 @@ class Sample:
     image_id: int
     original_size: Size  # (h, w) as on disk
     file_name: str
+    proposals: Instances | None = None  # precomputed proposals (Fast R-CNN), transformed alike
 
 
 @dataclass
@@ -131,6 +136,8 @@ class CocoDataset(torch.utils.data.Dataset):
         with_masks: bool = False,
         with_keypoints: bool = False,
         seed: int = 0,
+        proposals_file: str | Path | None = None,
+        proposals_topk: int = 2000,
     ) -> None:
         self.ann_file = str(ann_file)
         self.seed = seed
@@ -165,6 +172,13 @@ class CocoDataset(torch.utils.data.Dataset):
             )
         self._records = records
         self.image_ids: list[int] = [r.image_id for r in records]
+        self.proposals_file = proposals_file
+        self.proposals_topk = proposals_topk
+        self.proposals = None
+        if proposals_file is not None:
+            self.proposals = load_proposals(proposals_file)
+            for r in self._records:  # fail now, not in the middle of an epoch
+                proposals_for(self.proposals, r.image_id, path=proposals_file)
 
     def _validate(self) -> list[_Record]:
         """One pass over the annotations: check ids, skip or clip boxes, group by image."""
@@ -277,15 +291,24 @@ class CocoDataset(torch.utils.data.Dataset):
             masks=masks,
             keypoints=None if r.keypoints is None else torch.tensor(r.keypoints),
         )
+        targets = [instances] if self.proposals is None else [instances, self._proposals(r.image_id)]
         if self.transforms is not None:
-            image, instances = self.transforms(image, instances, self._generator(index))
+            image, *targets = self.transforms(image, *targets, generator=self._generator(index))
         return Sample(
             image=image,
-            instances=instances,
+            instances=targets[0],
             image_id=r.image_id,
             original_size=(r.height, r.width),
             file_name=r.file_name,
+            proposals=targets[1] if len(targets) > 1 else None,
         )
+
+    def _proposals(self, image_id: int) -> Instances:
+        boxes, scores = proposals_for(self.proposals, image_id, path=self.proposals_file)
+        order = np.argsort(-scores, kind="stable")[: self.proposals_topk]
+        boxes = torch.from_numpy(boxes[order]).float()
+        return Instances(boxes=boxes, labels=torch.zeros(len(boxes), dtype=torch.int64),
+                         scores=torch.from_numpy(scores[order]).float())
 
     def aspect_ratio_flags(self) -> list[int]:
         """Per index, 1 if the image is landscape or square (w >= h), else 0; from the json."""

@@ -19,41 +19,44 @@ from torch import Tensor
 
 from detzoo.structures import Instances, PixelFormat, scale_boxes, scale_points
 
-Transform = Callable[..., tuple[Tensor, Instances]]  # (image, instances, generator=None)
+Transform = Callable[..., tuple[Tensor, ...]]  # (image, *instances, generator=None)
+
+
+def resize_image(image: Tensor, *, short: int, max_size: int) -> Tensor:
+    """Scale so the shorter side is ``short`` unless the longer would exceed ``max_size``,
+    with the arithmetic of torchvision's ``GeneralizedRCNNTransform.resize`` (bilinear)."""
+    h, w = image.shape[-2:]
+    scale = min(short / min(h, w), max_size / max(h, w))
+    return F.interpolate(
+        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+    )[0]
+
+
+def resize_instances(instances: Instances, from_size: tuple[int, int], to_size: tuple[int, int]) -> Instances:
+    """Boxes and keypoints scaled by the per-axis float32 size ratios, masks nearest."""
+    masks = instances.masks
+    if masks is not None:
+        masks = F.interpolate(masks[:, None].float(), size=tuple(to_size))[:, 0].to(masks.dtype)
+    keypoints = instances.keypoints
+    if keypoints is not None:
+        keypoints = scale_points(keypoints, from_size, to_size)
+    boxes = scale_boxes(instances.boxes, from_size, to_size)
+    return replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
 
 
 def resize_shortest_edge(
     image: Tensor, instances: Instances, *, short: int, max_size: int
 ) -> tuple[Tensor, Instances]:
-    """Scale so the shorter side is ``short`` unless the longer would exceed ``max_size``.
-
-    Same arithmetic as torchvision's ``GeneralizedRCNNTransform.resize``: bilinear image,
-    nearest masks, boxes and keypoints scaled by the per-axis float32 size ratios.
-    """
-    h, w = image.shape[-2:]
-    scale = min(short / min(h, w), max_size / max(h, w))
-    resized = F.interpolate(
-        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
-    )[0]
-    new_h, new_w = resized.shape[-2:]
-    masks = instances.masks
-    if masks is not None:
-        masks = F.interpolate(masks[:, None].float(), scale_factor=scale, recompute_scale_factor=True)[:, 0]
-        masks = masks.to(instances.masks.dtype)
-    keypoints = instances.keypoints
-    if keypoints is not None:
-        keypoints = scale_points(keypoints, (h, w), (new_h, new_w))
-    boxes = scale_boxes(instances.boxes, (h, w), (new_h, new_w))
-    return resized, replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
+    """``resize_image`` with the instances following."""
+    resized = resize_image(image, short=short, max_size=max_size)
+    return resized, resize_instances(instances, tuple(image.shape[-2:]), tuple(resized.shape[-2:]))
 
 
-def hflip(
-    image: Tensor, instances: Instances, *, flip_map: Sequence[tuple[int, int]] = ()
-) -> tuple[Tensor, Instances]:
-    """Mirror left-right: ``x' = W - x``; keypoint pairs in ``flip_map`` swap places."""
-    w = image.shape[-1]
+def hflip_instances(instances: Instances, width: int, *, flip_map: Sequence[tuple[int, int]] = ()) -> Instances:
+    """Mirror left-right in an image ``width`` wide: ``x' = W - x``; keypoint pairs in
+    ``flip_map`` swap places."""
     x1, y1, x2, y2 = instances.boxes.unbind(1)
-    boxes = torch.stack([w - x2, y1, w - x1, y2], dim=1)
+    boxes = torch.stack([width - x2, y1, width - x1, y2], dim=1)
     masks = None if instances.masks is None else instances.masks.flip(-1)
     keypoints = instances.keypoints
     if keypoints is not None:
@@ -61,8 +64,15 @@ def hflip(
         for i, j in flip_map:
             order[i], order[j] = j, i
         keypoints = keypoints[:, order].clone()
-        keypoints[..., 0] = w - keypoints[..., 0]
-    return image.flip(-1), replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
+        keypoints[..., 0] = width - keypoints[..., 0]
+    return replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
+
+
+def hflip(
+    image: Tensor, instances: Instances, *, flip_map: Sequence[tuple[int, int]] = ()
+) -> tuple[Tensor, Instances]:
+    """``hflip_instances`` with the image mirrored too."""
+    return image.flip(-1), hflip_instances(instances, image.shape[-1], flip_map=flip_map)
 
 
 def keypoint_flip_map(names: Sequence[str]) -> list[tuple[int, int]]:
@@ -91,17 +101,21 @@ class ResizeFlip:
     pixel_format: PixelFormat | None = None
 
     def __call__(
-        self, image: Tensor, instances: Instances, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Instances]:
+        self, image: Tensor, *targets: Instances, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ...]:
+        """``(image, *targets)`` transformed alike (targets: ground truth, proposals)."""
         if self.pixel_format is not None:
             image = self.pixel_format.normalize(image)
         short = self.scales[0]
         if len(self.scales) > 1:
             short = self.scales[int(torch.randint(len(self.scales), (), generator=generator))]
-        image, instances = resize_shortest_edge(image, instances, short=short, max_size=self.max_size)
+        resized = resize_image(image, short=short, max_size=self.max_size)
+        sizes = tuple(image.shape[-2:]), tuple(resized.shape[-2:])
+        targets = tuple(resize_instances(t, *sizes) for t in targets)
         if self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob:
-            image, instances = hflip(image, instances, flip_map=self.flip_map)
-        return image, instances
+            width = resized.shape[-1]
+            return resized.flip(-1), *(hflip_instances(t, width, flip_map=self.flip_map) for t in targets)
+        return resized, *targets
 
 
 def build_transforms(

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from detzoo.heads.box import RoIHeads
 from detzoo.heads.rpn import RPN
 from detzoo.layers.mask_ops import paste_masks
 from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_boxes, scale_points
@@ -15,6 +16,10 @@ from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_bo
 
 class TwoStageDetector(nn.Module):
     """Images in, losses (training) or detections (eval) out.
+
+    Variants: no ``neck`` (C4: heads read backbone maps); no ``roi_heads`` (RPN only: the
+    proposals, with objectness scores, are the detections); no ``rpn`` (Fast R-CNN:
+    ``proposals`` given to ``forward``, in the input images' pixels).
 
     ``images``: (3, H, W) tensors already resized and normalised by the data pipeline in
     the model's ``pixel_format`` (built from ``input_format``, ``pixel_scale``,
@@ -27,9 +32,9 @@ class TwoStageDetector(nn.Module):
         self,
         *,
         backbone: nn.Module,
-        neck: nn.Module,
-        rpn: RPN,
-        roi_heads: nn.Module,
+        neck: nn.Module | None,
+        rpn: RPN | None,
+        roi_heads: RoIHeads | None,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         input_format: str = "RGB",
@@ -60,15 +65,27 @@ class TwoStageDetector(nn.Module):
         images: Sequence[Tensor],
         targets: Sequence[Instances] | None = None,
         original_sizes: Sequence[Size] | None = None,
+        proposals: Sequence[Instances] | None = None,
     ) -> dict[str, Tensor] | list[Instances]:
         batch = self.preprocess(images, original_sizes)
         if targets is not None:
             targets = [t.to(self.device) for t in targets]
-        features = self.neck(self.backbone(batch.tensor))
-        proposals, rpn_losses = self.rpn(features, batch, targets)
-        results, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, targets)
+        features = self.backbone(batch.tensor)
+        if self.neck is not None:
+            features = self.neck(features)
+        losses = {}
+        if self.rpn is not None:
+            proposals, losses = self.rpn(features, batch, targets)
+        elif proposals is None:
+            raise ValueError("this model has no RPN (Fast R-CNN): pass proposals=[Instances, ...] per image")
+        else:
+            proposals = [p.to(self.device) for p in proposals]
+        results = proposals
+        if self.roi_heads is not None:
+            results, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, targets)
+            losses.update(roi_losses)
         if self.training:
-            return {**rpn_losses, **roi_losses}
+            return losses
         return [
             postprocess(r, from_size, to_size)
             for r, from_size, to_size in zip(results, batch.image_sizes, batch.original_sizes)

@@ -1,55 +1,75 @@
-"""Inference over a dataset and COCO evaluation of the results."""
+"""Inference over a dataset and its COCO evaluation: boxes, masks and keypoints for
+detectors, proposal recall for RPNs."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from detzoo.data.coco import CocoDataset
+from detzoo.data.coco import CocoDataset, Sample
 from detzoo.data.loader import build_test_loader
 from detzoo.engine import distributed
-from detzoo.evaluation.coco import evaluate_coco, instances_to_coco_results
+from detzoo.evaluation.coco import evaluate_coco, instances_to_coco_results, write_results
+from detzoo.evaluation.proposals import evaluate_proposals, save_proposals
+from detzoo.structures import Instances
+
+
+def model_inputs(samples: Sequence[Sample]) -> dict[str, Any]:
+    """Keyword arguments of the detector's forward for a batch of samples (targets aside)."""
+    proposals = [s.proposals for s in samples]
+    return {"proposals": None if proposals[0] is None else proposals}
 
 
 @torch.no_grad()
-def run_inference(
-    model: nn.Module, dataset: CocoDataset, *, cat_ids: Sequence[int], num_workers: int = 0
-) -> list[dict]:
-    """COCO results for every image, in original image pixels, label ``i`` written as
-    category ``cat_ids[i]`` (the model's classes, which may differ from the dataset's);
-    under torch.distributed each rank runs a share and every rank gets all results."""
+def predict_dataset(model: nn.Module, dataset: CocoDataset, *, num_workers: int = 0) -> list[tuple[int, Instances]]:
+    """(image id, predictions in original image pixels on the CPU) for every image; under
+    torch.distributed each rank runs a share and every rank gets all predictions."""
     was_training = model.training
     model.eval()
     shard = Subset(dataset, range(distributed.rank(), len(dataset), distributed.world_size()))
-    results = []
+    out = []
     for samples in tqdm(
         build_test_loader(shard, num_workers=num_workers), desc="inference", disable=not distributed.is_main()
     ):
-        preds = model([s.image for s in samples], original_sizes=[s.original_size for s in samples])
-        results += instances_to_coco_results(
-            [s.image_id for s in samples], [p.to("cpu") for p in preds], cat_ids
+        preds = model(
+            [s.image for s in samples], original_sizes=[s.original_size for s in samples], **model_inputs(samples)
         )
+        out += [(s.image_id, p.to("cpu")) for s, p in zip(samples, preds)]
     model.train(was_training)
-    return [r for part in distributed.gather(results) for r in part]
+    return [p for part in distributed.gather(out) for p in part]
 
 
 def iou_types(model: nn.Module) -> list[str]:
-    """What ``model`` predicts, as COCO evaluation types."""
+    """What ``model`` predicts, as evaluation types."""
     heads = model.roi_heads
+    if heads is None:
+        return ["proposals"]
     return ["bbox"] + ["segm"] * (heads.mask is not None) + ["keypoints"] * (heads.keypoint is not None)
 
 
 def evaluate(
-    model: nn.Module, dataset: CocoDataset, *, cat_ids: Sequence[int], num_workers: int = 0
-) -> tuple[dict[str, dict[str, float]], list[dict]]:
-    """COCO metrics of ``model`` on ``dataset`` per evaluation type (``bbox``, and
-    ``segm`` / ``keypoints`` when the model predicts them); returns (metrics, results)."""
-    results = run_inference(model, dataset, cat_ids=cat_ids, num_workers=num_workers)
-    metrics = {
-        t: evaluate_coco(dataset.coco, results, iou_type=t, img_ids=dataset.image_ids) for t in iou_types(model)
-    }
-    return metrics, results
+    model: nn.Module,
+    dataset: CocoDataset,
+    *,
+    cat_ids: Sequence[int],
+    num_workers: int = 0,
+    out: str | Path | None = None,
+) -> dict[str, dict[str, float]]:
+    """COCO metrics per evaluation type: ``bbox`` (+ ``segm`` / ``keypoints``) with label
+    ``i`` written as category ``cat_ids[i]``, or ``proposals`` (AR@100/300/1000) for an
+    RPN. ``out``: write the COCO results json, or for an RPN the proposals ``.npz``."""
+    preds = predict_dataset(model, dataset, num_workers=num_workers)
+    if model.roi_heads is None:
+        proposals = {i: (p.boxes.numpy(), p.scores.numpy()) for i, p in preds}
+        if out is not None and distributed.is_main():
+            save_proposals(out, proposals)
+        return {"proposals": evaluate_proposals(dataset.coco, proposals, img_ids=dataset.image_ids)}
+    results = instances_to_coco_results([i for i, _ in preds], [p for _, p in preds], cat_ids)
+    if out is not None and distributed.is_main():
+        write_results(out, results)
+    return {t: evaluate_coco(dataset.coco, results, iou_type=t, img_ids=dataset.image_ids) for t in iou_types(model)}

@@ -22,7 +22,7 @@ from detzoo.data.loader import build_train_loader
 from detzoo.detectors.build import build_model
 from detzoo.engine import distributed
 from detzoo.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from detzoo.engine.evaluate import evaluate
+from detzoo.engine.evaluate import evaluate, model_inputs
 from detzoo.engine.schedule import WarmupMultiStepLR, resolve_schedule, scale_lr
 from detzoo.evaluation.coco import format_table
 
@@ -72,9 +72,13 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
 
     model = build_model(cfg["model"]).to(device)
     data = cfg["data"]
-    targets = dict(with_masks=model.roi_heads.mask is not None, with_keypoints=model.roi_heads.keypoint is not None)
+    heads = model.roi_heads
+    targets = dict(
+        with_masks=heads is not None and heads.mask is not None,
+        with_keypoints=heads is not None and heads.keypoint is not None,
+    )
     train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=runtime["seed"], **targets)
-    num_classes = cfg["model"]["roi_heads"]["num_classes"]
+    num_classes = len(train_set.class_names) if heads is None else heads.num_classes
     if len(train_set.class_names) != num_classes:
         raise ConfigError(
             f"model.roi_heads.num_classes is {num_classes} but {data['train']['ann_file']} has "
@@ -147,7 +151,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
         tick = time.perf_counter()
         for samples in loader:
             data_time = time.perf_counter() - tick
-            losses = net([s.image for s in samples], [s.instances for s in samples])
+            losses = net([s.image for s in samples], [s.instances for s in samples], **model_inputs(samples))
             loss = sum(losses.values())
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
@@ -182,7 +186,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
             if val_set is not None and (
                 it == schedule.max_iters or (runtime["eval_interval"] and it % runtime["eval_interval"] == 0)
             ):
-                metrics, _ = evaluate(model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"])
+                metrics = evaluate(model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"])
                 log({"iter": it, "eval": metrics})
                 if distributed.is_main():
                     for iou_type, values in metrics.items():

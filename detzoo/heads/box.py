@@ -57,6 +57,19 @@ class ConvFCBoxHead(nn.Module):
         return x
 
 
+class Res5BoxHead(nn.Module):
+    """C4: the res5 stage (stride 2 in its first block) on 14x14 RoI features of res4,
+    mean-pooled. The mask branch of a C4 Mask R-CNN runs the same res5 module."""
+
+    def __init__(self, *, res5: nn.Sequential, out_channels: int) -> None:
+        super().__init__()
+        self.res5 = res5
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.res5(x).mean(dim=(2, 3))
+
+
 class BoxPredictor(nn.Module):
     """Class logits over ``num_classes`` + 1 (background last) and per-class deltas."""
 

@@ -38,8 +38,9 @@ def _msra(layer: nn.Module) -> nn.Module:
 
 
 class MaskHead(nn.Module):
-    """``num_convs`` 3x3 convs + ReLU, a 2x2 stride-2 deconv + ReLU and a 1x1 conv to one
-    mask logit map per class: 14x14 pooled features -> 28x28 masks."""
+    """``num_convs`` 3x3 convs + ReLU, a 2x2 stride-2 deconv to ``conv_dim`` + ReLU and a
+    1x1 conv to one mask logit map per class: 14x14 pooled features -> 28x28 masks (C4:
+    no convs, on 7x7 res5 features -> 14x14)."""
 
     def __init__(
         self,
@@ -53,9 +54,8 @@ class MaskHead(nn.Module):
     ) -> None:
         super().__init__()
         self.convs = _conv_stack(in_channels, conv_dim, num_convs, norm, conv_ws)
-        dim = conv_dim if num_convs else in_channels
-        self.deconv = _msra(nn.ConvTranspose2d(dim, dim, 2, stride=2))
-        self.predictor = nn.Conv2d(dim, num_classes, 1)
+        self.deconv = _msra(nn.ConvTranspose2d(conv_dim if num_convs else in_channels, conv_dim, 2, stride=2))
+        self.predictor = nn.Conv2d(conv_dim, num_classes, 1)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
 

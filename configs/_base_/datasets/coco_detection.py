@@ -18,4 +18,7 @@ data = dict(
     images_per_gpu=2,
     num_workers=2,
     filter_empty=True,
+    # Fast R-CNN: how many precomputed proposals per image (data.<split>.proposals_file)
+    proposals_topk_train=2000,
+    proposals_topk_test=1000,
 )

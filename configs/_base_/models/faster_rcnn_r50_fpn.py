@@ -35,7 +35,7 @@ model = dict(
         in_features=["p2", "p3", "p4", "p5"],
         num_classes=80,
         pooler=dict(output_size=7, sampling_ratio=0, aligned=True),
-        box_head=dict(num_convs=0, num_fcs=2, fc_dim=1024),
+        box_head=dict(type="convfc", num_convs=0, num_fcs=2, fc_dim=1024),
         fg_iou=0.5,
         bg_iou=0.5,
         batch_size_per_image=512,
