@@ -89,3 +89,38 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth_data, tmp_p
     for key, value in full["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
     assert _losses(tmp_path / "resumed")[-1] == pytest.approx(_losses(tmp_path / "full")[-1])
+
+
+def test_c4_mask_rcnn_learns(synth_data, tmp_path):
+    metrics = trainer.train(tiny_config(synth_data, name="tiny_mask_rcnn_c4"), work_dir=tmp_path)
+    losses = _losses(tmp_path)
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
+    assert set(metrics) == {"bbox", "segm"}
+    state = load_checkpoint(tmp_path / trainer.FINAL)["model"]
+    assert not any(k.startswith("backbone.layer4") for k in state)  # res5 is in the RoI head
+    assert any(k.startswith("roi_heads.box_head.res5.") for k in state)
+
+
+def test_rpn_proposals_feed_fast_rcnn(synth_data, tmp_path):
+    """Train an RPN, write its proposals for both splits with `detzoo test --out`, then
+    train and evaluate Fast R-CNN on those files."""
+    from detzoo.cli import main
+
+    rpn_dir = tmp_path / "rpn"
+    metrics = trainer.train(tiny_config(synth_data, name="tiny_rpn"), work_dir=rpn_dir)
+    assert set(metrics) == {"proposals"} and metrics["proposals"]["AR@100"] > 0.05, metrics
+    files = {}
+    for split in ("train", "val"):
+        files[split] = tmp_path / f"proposals_{split}.npz"
+        args = [f"data.val.ann_file={synth_data / split / 'annotations.json'}",
+                f"data.val.img_dir={synth_data / split / 'images'}"]
+        assert main(["test", "tests/configs/tiny_rpn.py", str(rpn_dir / trainer.FINAL), "--out", str(files[split]),
+                     *[a for o in args for a in ("--set", o)]]) == 0
+    fast = tiny_config(
+        synth_data, name="tiny_fast_rcnn",
+        *[f"data.{split}.proposals_file={files[split]}" for split in ("train", "val")],
+    )
+    metrics = trainer.train(fast, work_dir=tmp_path / "fast")
+    losses = _losses(tmp_path / "fast")
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
+    assert set(metrics) == {"bbox"}
