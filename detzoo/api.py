@@ -119,9 +119,12 @@ def load_model(
     model = build_model(cfg["model"])
     if "model" in ckpt:
         model.load_state_dict(ckpt["model"])
-    num_classes = 1 if model.roi_heads is None else model.roi_heads.num_classes  # an RPN: "object"
-    class_names = meta.get("class_names") or [f"class_{i}" for i in range(num_classes)]
-    cat_ids = meta.get("cat_ids") or list(range(1, num_classes + 1))
+    if model.roi_heads is None:  # an RPN: class-agnostic proposals
+        class_names, cat_ids = ["object"], [1]
+    else:
+        num_classes = model.roi_heads.num_classes
+        class_names = meta.get("class_names") or [f"class_{i}" for i in range(num_classes)]
+        cat_ids = meta.get("cat_ids") or list(range(1, num_classes + 1))
     return Detector(
         model=model,
         class_names=class_names,

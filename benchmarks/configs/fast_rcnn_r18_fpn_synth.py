@@ -1,0 +1,11 @@
+"""The demo's R-18-FPN as Fast R-CNN on the proposals of rpn_r18_fpn_synth (files set by
+benchmarks/families_synthetic.py)."""
+
+_base_ = "../../configs/demo/faster_rcnn_r18_fpn_synth.py"
+model = dict(rpn=None)
+data = dict(
+    train=dict(proposals_file="set_by_the_benchmark.npz"),
+    val=dict(proposals_file="set_by_the_benchmark.npz"),
+    proposals_topk_train=300,
+    proposals_topk_test=300,
+)
