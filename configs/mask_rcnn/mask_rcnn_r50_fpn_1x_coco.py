@@ -1,4 +1,14 @@
-"""Mask R-CNN R-50-FPN 1x (Detectron 37.7 / 33.9, mmdetection 38.2 / 34.7 box / mask AP)."""
+"""Mask R-CNN, pytorch-style R-50 (torchvision weights), FPN, 1x.
+
+Seed row:
+- mmdetection v0 Mask R-CNN, R-50-FPN pytorch 1x: box AP 37.3, mask AP 34.2 (mmdetection v2
+  later: 38.2 / 34.7).
+
+Detectron's R-50-FPN 1x row (37.7 / 33.9) uses caffe-style MSRA weights:
+mask_rcnn_r50_caffe_fpn_1x_coco.
+
+Differs from the mmdetection v0 row in the details listed once in configs/README.md,
+"mmdetection v0 rows" (FrozenBN, detectron2-style RoIAlign and losses)."""
 
 _base_ = [
     "../_base_/models/mask_rcnn_r50_fpn.py",

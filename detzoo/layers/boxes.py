@@ -46,7 +46,7 @@ class BoxCoder:
         heights = reference[:, 3] - reference[:, 1]
         ctr_x = reference[:, 0] + 0.5 * widths
         ctr_y = reference[:, 1] + 0.5 * heights
-        deltas = deltas.reshape(deltas.shape[0], -1, 4)
+        deltas = deltas.reshape(deltas.shape[0], deltas.shape[1] // 4, 4)  # also for 0 rows
         dx = deltas[..., 0] / wx
         dy = deltas[..., 1] / wy
         dw = (deltas[..., 2] / ww).clamp(max=self.clip)
