@@ -18,6 +18,7 @@ from detzoo.data.synthetic import SHAPES, make_synthetic_coco
 from detzoo.engine.trainer import FINAL, train
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+FAMILIES = ["rpn", "fast", "c4", "mask", "keypoint"]
 
 
 def run(name: str, data: Path, out: Path, iters: int, extra: list[str]) -> dict:
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--val-images", type=int, default=100)
     parser.add_argument("--out", default="benchmarks/out/families")
+    parser.add_argument("--only", nargs="+", choices=FAMILIES, default=FAMILIES, help="run these families only")
     args = parser.parse_args()
     out = Path(args.out)
     shapes, people = out / "shapes", out / "people"
@@ -50,20 +52,26 @@ def main() -> None:
         for split, n, seed in (("train", args.train_images, 0), ("val", args.val_images, 1)):
             make_synthetic_coco(root / split, num_images=n, seed=seed, categories=categories)
 
-    report = {"rpn_r18_fpn_synth": run("rpn_r18_fpn_synth", shapes, out, args.iters, [])}
-    proposals = {}
-    for split in ("train", "val"):
-        proposals[split] = out / f"rpn_proposals_{split}.npz"
-        sets = [f"data.val.ann_file={shapes / split / 'annotations.json'}", f"data.val.img_dir={shapes / split / 'images'}"]
-        cli(["test", str(CONFIGS / "rpn_r18_fpn_synth.py"), str(out / "rpn_r18_fpn_synth" / FINAL),
-             "--out", str(proposals[split]), *[a for s in sets for a in ("--set", s)]])
-    fast = [f"data.{split}.proposals_file={proposals[split]}" for split in ("train", "val")]
-    report["fast_rcnn_r18_fpn_synth"] = run("fast_rcnn_r18_fpn_synth", shapes, out, args.iters, fast)
-    for name in ("faster_rcnn_r18_c4_synth", "mask_rcnn_r18_fpn_synth"):
-        report[name] = run(name, shapes, out, args.iters, [])
-    report["keypoint_rcnn_r18_fpn_synth"] = run("keypoint_rcnn_r18_fpn_synth", people, out, args.iters, [])
+    report = {}
+    if {"rpn", "fast"} & set(args.only):
+        report["rpn_r18_fpn_synth"] = run("rpn_r18_fpn_synth", shapes, out, args.iters, [])
+    if "fast" in args.only:
+        proposals = {}
+        for split in ("train", "val"):
+            proposals[split] = out / f"rpn_proposals_{split}.npz"
+            sets = [f"data.val.ann_file={shapes / split / 'annotations.json'}",
+                    f"data.val.img_dir={shapes / split / 'images'}"]
+            cli(["test", str(CONFIGS / "rpn_r18_fpn_synth.py"), str(out / "rpn_r18_fpn_synth" / FINAL),
+                 "--out", str(proposals[split]), *[a for s in sets for a in ("--set", s)]])
+        fast = [f"data.{split}.proposals_file={proposals[split]}" for split in ("train", "val")]
+        report["fast_rcnn_r18_fpn_synth"] = run("fast_rcnn_r18_fpn_synth", shapes, out, args.iters, fast)
+    for family, name in (("c4", "faster_rcnn_r18_c4_synth"), ("mask", "mask_rcnn_r18_fpn_synth")):
+        if family in args.only:
+            report[name] = run(name, shapes, out, args.iters, [])
+    if "keypoint" in args.only:
+        report["keypoint_rcnn_r18_fpn_synth"] = run("keypoint_rcnn_r18_fpn_synth", people, out, args.iters, [])
 
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / f"report_{'_'.join(args.only)}.json").write_text(json.dumps(report, indent=1))
     print(f"\n{args.iters} iterations at batch 8 on {args.train_images} synthetic 128-px images, "
           f"evaluated on {args.val_images}:")
     for name, r in report.items():

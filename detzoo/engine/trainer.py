@@ -190,7 +190,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
                 log({"iter": it, "eval": metrics})
                 if distributed.is_main():
                     for iou_type, values in metrics.items():
-                        tqdm.write(f"iteration {it}: {iou_type} AP\n{format_table(values)}")
+                        tqdm.write(f"iteration {it}: {iou_type}\n{format_table(values)}")
             if it >= schedule.max_iters:
                 break
             tick = time.perf_counter()
