@@ -124,3 +124,13 @@ def test_rpn_proposals_feed_fast_rcnn(synth_data, tmp_path):
     losses = _losses(tmp_path / "fast")
     assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
     assert set(metrics) == {"bbox"}
+
+
+def test_periodic_evaluation_does_not_change_training(synth_data, tmp_path):
+    overrides = ("schedule={'iters': 6, 'steps': (4,)}",)
+    trainer.train(tiny_config(synth_data, *overrides, "runtime.eval_interval=0"), work_dir=tmp_path / "a")
+    trainer.train(tiny_config(synth_data, *overrides, "runtime.eval_interval=2"), work_dir=tmp_path / "b")
+    a = load_checkpoint(tmp_path / "a" / trainer.FINAL)["model"]
+    b = load_checkpoint(tmp_path / "b" / trainer.FINAL)["model"]
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=0, atol=0, msg=key)

@@ -100,7 +100,13 @@ def build_train_loader(
 
 
 def build_test_loader(dataset: CocoDataset, *, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
-    """All images in dataset order, no shuffling."""
+    """All images in dataset order, no shuffling. Its own generator: evaluating during
+    training draws nothing from the global RNG, so it does not change the training run."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=torch.Generator(),
     )
