@@ -14,7 +14,7 @@ from pathlib import Path
 
 from detzoo.cli import main as cli
 from detzoo.config import apply_overrides, load_config
-from detzoo.data.synthetic import SHAPES, make_synthetic_coco
+from detzoo.data.synthetic import SHAPES, data_overrides, make_synthetic_coco
 from detzoo.engine.trainer import FINAL, train
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -23,10 +23,7 @@ FAMILIES = ["rpn", "fast", "c4", "mask", "keypoint"]
 
 def run(name: str, data: Path, out: Path, iters: int, extra: list[str]) -> dict:
     overrides = [
-        f"data.train.ann_file={data / 'train/annotations.json'}",
-        f"data.train.img_dir={data / 'train/images'}",
-        f"data.val.ann_file={data / 'val/annotations.json'}",
-        f"data.val.img_dir={data / 'val/images'}",
+        *data_overrides(data),
         f"schedule={{'iters': {iters}, 'steps': ({int(iters * 0.75)}, {int(iters * 0.9)})}}",
         "runtime.eval_interval=0",
         "runtime.device='cpu'",

@@ -25,7 +25,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.coco import CocoDataset
 from detzoo.data.loader import build_test_loader, build_train_loader
-from detzoo.data.synthetic import make_synthetic_coco
+from detzoo.data.synthetic import data_overrides, make_synthetic_coco
 from detzoo.data.transforms import build_transforms
 from detzoo.engine.schedule import WarmupMultiStepLR, scale_lr
 from detzoo.engine.trainer import train
@@ -117,10 +117,7 @@ def main() -> None:
         make_synthetic_coco(out / "synth" / split, num_images=n, seed=seed)
     steps = (int(args.iters * 0.75), int(args.iters * 0.9))
     cfg = apply_overrides(load_config(ROOT / "configs/demo/faster_rcnn_r18_fpn_synth.py"), [
-        f"data.train.ann_file={out / 'synth/train/annotations.json'}",
-        f"data.train.img_dir={out / 'synth/train/images'}",
-        f"data.val.ann_file={out / 'synth/val/annotations.json'}",
-        f"data.val.img_dir={out / 'synth/val/images'}",
+        *data_overrides(out / "synth"),
         f"schedule={{'iters': {args.iters}, 'steps': {steps}}}",
         "runtime.eval_interval=0",
         "runtime.device='cpu'",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from detzoo.api import load_model
 from detzoo.config import apply_overrides, load_config
-from detzoo.data.synthetic import make_synthetic_coco
+from detzoo.data.synthetic import data_overrides, make_synthetic_coco
 from detzoo.engine.trainer import FINAL, train
 from detzoo.evaluation.coco import format_table
 from detzoo.visualize import draw_detections, plot_training_log
@@ -35,10 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = apply_overrides(
         cfg,
         [
-            f"data.train.ann_file={out / 'synth/train/annotations.json'}",
-            f"data.train.img_dir={out / 'synth/train/images'}",
-            f"data.val.ann_file={out / 'synth/val/annotations.json'}",
-            f"data.val.img_dir={out / 'synth/val/images'}",
+            *data_overrides(out / "synth"),
             *args.set,
         ],
     )

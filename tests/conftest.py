@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from detzoo.config import apply_overrides, load_config
-from detzoo.data.synthetic import make_synthetic_coco
+from detzoo.data.synthetic import data_overrides, make_synthetic_coco
 
 TESTS = Path(__file__).parent
 
@@ -30,11 +30,5 @@ def tiny_config(data_root: Path, *overrides: str, name: str = "tiny_faster_rcnn"
     cfg = load_config(TESTS / "configs" / f"{name}.py")
     return apply_overrides(
         cfg,
-        [
-            f"data.train.ann_file={data_root / 'train/annotations.json'}",
-            f"data.train.img_dir={data_root / 'train/images'}",
-            f"data.val.ann_file={data_root / 'val/annotations.json'}",
-            f"data.val.img_dir={data_root / 'val/images'}",
-            *overrides,
-        ],
+        [*data_overrides(data_root), *overrides],
     )

@@ -6,6 +6,7 @@ import pytest
 
 from detzoo.cli import main
 from detzoo.config import ConfigError, apply_overrides, load_config
+from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
 
 TINY = "tests/configs/tiny_faster_rcnn.py"
@@ -38,11 +39,7 @@ def test_cli_synth_train_test_infer(tmp_path):
     data = tmp_path / "synth"
     assert main(["data", "synth", "--out", str(data / "train"), "--num-images", "8", "--size", "64"]) == 0
     assert main(["data", "synth", "--out", str(data / "val"), "--num-images", "4", "--size", "64", "--seed", "1"]) == 0
-    overrides = [
-        f"data.train.ann_file={data / 'train/annotations.json'}", f"data.train.img_dir={data / 'train/images'}",
-        f"data.val.ann_file={data / 'val/annotations.json'}", f"data.val.img_dir={data / 'val/images'}",
-        "schedule={'iters': 4, 'steps': (3,)}",
-    ]
+    overrides = [*data_overrides(data), "schedule={'iters': 4, 'steps': (3,)}"]
     sets = [arg for o in overrides for arg in ("--set", o)]
     work = tmp_path / "work"
     assert main(["train", TINY, "--work-dir", str(work), *sets]) == 0

@@ -153,3 +153,14 @@ def make_synthetic_coco(
     with open(out / "annotations.json", "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": category_list}, f)
     return out
+
+
+def data_overrides(root: str | Path) -> list[str]:
+    """``--set`` items pointing a config's ``data.train`` / ``data.val`` at the
+    ``train/`` and ``val/`` datasets written under ``root`` by ``make_synthetic_coco``."""
+    root = Path(root)
+    return [
+        f"data.{split}.{key}={root / split / name}"
+        for split in ("train", "val")
+        for key, name in (("ann_file", "annotations.json"), ("img_dir", "images"))
+    ]
