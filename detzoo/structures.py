@@ -46,13 +46,6 @@ class Instances:
                     f"Instances.{f.name} has {value.shape[0]} rows but boxes has {n}"
                 )
 
-    @classmethod
-    def empty(cls, device: torch.device | str = "cpu") -> "Instances":
-        return cls(
-            boxes=torch.zeros((0, 4), dtype=torch.float32, device=device),
-            labels=torch.zeros((0,), dtype=torch.int64, device=device),
-        )
-
     def __len__(self) -> int:
         return self.boxes.shape[0]
 

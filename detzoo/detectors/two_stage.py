@@ -95,7 +95,7 @@ class TwoStageDetector(nn.Module):
 def postprocess(result: Instances, from_size: Size, to_size: Size) -> Instances:
     """Map detections from the resized input image to the original image: boxes and
     keypoints scaled, masks pasted into the original image and thresholded at 0.5."""
-    boxes = result.boxes if tuple(from_size) == tuple(to_size) else scale_boxes(result.boxes, from_size, to_size)
+    boxes = scale_boxes(result.boxes, from_size, to_size)
     keypoints = None if result.keypoints is None else scale_points(result.keypoints, from_size, to_size)
     masks = result.masks
     if masks is not None:

@@ -78,10 +78,9 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
         with_keypoints=heads is not None and heads.keypoint is not None,
     )
     train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=runtime["seed"], **targets)
-    num_classes = len(train_set.class_names) if heads is None else heads.num_classes
-    if len(train_set.class_names) != num_classes:
+    if heads is not None and len(train_set.class_names) != heads.num_classes:
         raise ConfigError(
-            f"model.roi_heads.num_classes is {num_classes} but {data['train']['ann_file']} has "
+            f"model.roi_heads.num_classes is {heads.num_classes} but {data['train']['ann_file']} has "
             f"{len(train_set.class_names)} categories; set --set model.roi_heads.num_classes="
             f"{len(train_set.class_names)}"
         )

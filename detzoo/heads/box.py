@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_iou
 
-from detzoo.layers.conv import conv_norm
 from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall, sample_balanced
 from detzoo.heads.mask_keypoint import KeypointBranch, MaskBranch
+from detzoo.layers.conv import conv_stack
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
 from detzoo.structures import Instances
 
@@ -34,10 +34,7 @@ class ConvFCBoxHead(nn.Module):
         conv_ws: bool = False,
     ) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(
-            conv_norm(in_channels if i == 0 else conv_dim, conv_dim, 3, norm=norm, conv_ws=conv_ws)
-            for i in range(num_convs)
-        )
+        self.convs = conv_stack(in_channels, conv_dim, num_convs, norm=norm, conv_ws=conv_ws)
         dim = (conv_dim if num_convs else in_channels) * pooled_size**2
         self.fcs = nn.ModuleList()
         for _ in range(num_fcs):

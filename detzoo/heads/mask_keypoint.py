@@ -14,18 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detzoo.layers.conv import conv_norm
+from detzoo.layers.conv import conv_stack
 from detzoo.layers.keypoint_ops import heatmaps_to_keypoints, keypoint_loss, keypoint_targets
 from detzoo.layers.mask_ops import mask_loss, mask_targets
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
 from detzoo.structures import Instances
 
 
-def _conv_stack(in_channels: int, conv_dim: int, num_convs: int, norm: str | None, conv_ws: bool) -> nn.ModuleList:
-    convs = nn.ModuleList(
-        conv_norm(in_channels if i == 0 else conv_dim, conv_dim, 3, norm=norm, conv_ws=conv_ws)
-        for i in range(num_convs)
-    )
+def _msra_stack(in_channels: int, conv_dim: int, num_convs: int, norm: str | None, conv_ws: bool) -> nn.ModuleList:
+    convs = conv_stack(in_channels, conv_dim, num_convs, norm=norm, conv_ws=conv_ws)
     for conv in convs:
         nn.init.kaiming_normal_(conv[0].weight, mode="fan_out", nonlinearity="relu")
     return convs
@@ -53,7 +50,7 @@ class MaskHead(nn.Module):
         conv_ws: bool = False,
     ) -> None:
         super().__init__()
-        self.convs = _conv_stack(in_channels, conv_dim, num_convs, norm, conv_ws)
+        self.convs = _msra_stack(in_channels, conv_dim, num_convs, norm, conv_ws)
         self.deconv = _msra(nn.ConvTranspose2d(conv_dim if num_convs else in_channels, conv_dim, 2, stride=2))
         self.predictor = nn.Conv2d(conv_dim, num_classes, 1)
         nn.init.normal_(self.predictor.weight, std=0.001)
@@ -71,7 +68,7 @@ class KeypointHead(nn.Module):
 
     def __init__(self, *, in_channels: int, num_keypoints: int, num_convs: int = 8, conv_dim: int = 512) -> None:
         super().__init__()
-        self.convs = _conv_stack(in_channels, conv_dim, num_convs, None, False)
+        self.convs = _msra_stack(in_channels, conv_dim, num_convs, None, False)
         self.deconv = _msra(nn.ConvTranspose2d(conv_dim if num_convs else in_channels, num_keypoints, 4, 2, 1))
 
     def forward(self, x: Tensor) -> Tensor:

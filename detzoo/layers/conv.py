@@ -20,3 +20,14 @@ def conv_norm(
         nn.init.zeros_(conv.bias)
     layers = [conv] if norm is None else [conv, build_norm(norm, out_channels)]
     return nn.Sequential(*layers)
+
+
+def conv_stack(
+    in_channels: int, conv_dim: int, num_convs: int, *, norm: str | None = None, conv_ws: bool = False
+) -> nn.ModuleList:
+    """``num_convs`` 3x3 ``conv_norm`` blocks, the first from ``in_channels``, the rest
+    ``conv_dim`` to ``conv_dim`` (the conv towers of the box, mask and keypoint heads)."""
+    return nn.ModuleList(
+        conv_norm(in_channels if i == 0 else conv_dim, conv_dim, 3, norm=norm, conv_ws=conv_ws)
+        for i in range(num_convs)
+    )
