@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.coco import read_image
 from detzoo.data.build import build_transform
-from detzoo.data.transforms import ResizeFlip
+from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
 from detzoo.engine.checkpoint import load_checkpoint
 from detzoo.structures import Instances
@@ -50,7 +50,7 @@ class Detector(nn.Module):
         model: nn.Module,
         class_names: Sequence[str],
         cat_ids: Sequence[int],
-        transform: ResizeFlip,
+        transform: Compose,
         config: Mapping[str, Any],
     ) -> None:
         super().__init__()

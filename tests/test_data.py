@@ -15,7 +15,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from detzoo.data.coco import CocoDataset, Sample
 from detzoo.data.loader import GroupedBatchSampler, build_test_loader, build_train_loader
 from detzoo.data.synthetic import SHAPES, PERSON_KEYPOINTS, make_synthetic_coco
-from detzoo.data.transforms import build_transforms, hflip, keypoint_flip_map, resize_shortest_edge
+from detzoo.data.transforms import RandomFlip, Resize, build_transforms, keypoint_flip_map
 from detzoo.structures import Instances
 
 COCO_DIR = Path(__file__).parent / "data" / "coco"
@@ -166,7 +166,7 @@ def test_resize_matches_torchvision(hw, short, max_size):
     h, w = hw
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)) * 255
     inst = random_instances(h, w)
-    ours, resized = resize_shortest_edge(image, inst, short=short, max_size=max_size)
+    ours, resized = Resize(scales=(short,), max_size=max_size)(image, inst)
     tv = GeneralizedRCNNTransform(min_size=short, max_size=max_size, image_mean=[0, 0, 0], image_std=[1, 1, 1])
     tv.eval()
     target = {"boxes": inst.boxes.clone(), "masks": inst.masks.clone(), "keypoints": inst.keypoints.clone()}
@@ -187,6 +187,7 @@ def test_hflip_box_by_hand_and_twice_is_identity():
         labels=torch.tensor([0]),
         masks=torch.zeros(1, 3, 10, dtype=torch.uint8).index_fill_(2, torch.tensor([1, 2, 3]), 1),
     )
+    hflip = RandomFlip(prob=1.0)
     flipped_image, flipped = hflip(image, inst)
     assert flipped.boxes.tolist() == [[6.0, 0.0, 9.0, 2.0]]
     assert flipped.masks[0, 0].nonzero().flatten().tolist() == [6, 7, 8]
@@ -202,9 +203,10 @@ def test_hflip_swaps_keypoints():
     assert flip_map == [(1, 2)]
     keypoints = torch.tensor([[[5.0, 1.0, 2.0], [6.0, 1.0, 2.0], [4.0, 1.0, 1.0]]])
     inst = Instances(boxes=torch.tensor([[3.0, 0.0, 7.0, 2.0]]), labels=torch.tensor([0]), keypoints=keypoints)
-    _, flipped = hflip(torch.zeros(3, 4, 10), inst, flip_map=flip_map)
+    hflip = RandomFlip(prob=1.0, flip_map=tuple(flip_map))
+    _, flipped = hflip(torch.zeros(3, 4, 10), inst)
     assert flipped.keypoints.tolist() == [[[5.0, 1.0, 2.0], [6.0, 1.0, 1.0], [4.0, 1.0, 2.0]]]
-    assert torch.equal(hflip(torch.zeros(3, 4, 10), flipped, flip_map=flip_map)[1].keypoints, keypoints)
+    assert torch.equal(hflip(torch.zeros(3, 4, 10), flipped)[1].keypoints, keypoints)
     assert keypoint_flip_map(PERSON_KEYPOINTS) == [(i, i + 1) for i in range(1, 17, 2)]
 
 
@@ -221,7 +223,7 @@ def test_build_transforms_seeded_multiscale_and_test_scale():
     assert {h for h, _ in outcomes} == {10, 12, 14}
     assert len({x for _, x in outcomes}) == 6  # 3 scales x 2 flips
     test = build_transforms(train=False, scales=(10, 12, 14), max_size=100)
-    expected = resize_shortest_edge(image, inst, short=14, max_size=100)[1].boxes
+    expected = Resize(scales=(14,), max_size=100)(image, inst)[1].boxes
     state = torch.get_rng_state()
     assert all(torch.equal(test(image, inst)[1].boxes, expected) for _ in range(5))
     assert torch.equal(torch.get_rng_state(), state)

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 from detzoo.config import ConfigError, check_keys
 from detzoo.data.coco import CocoDataset
-from detzoo.data.transforms import ResizeFlip, build_transforms, keypoint_flip_map
+from detzoo.data.transforms import Compose, build_transforms, keypoint_flip_map
 from detzoo.structures import PixelFormat
 
 DATA_KEYS = (
@@ -16,6 +16,10 @@ DATA_KEYS = (
     "test_scale",
     "max_size",
     "flip_prob",
+    "resize",
+    "scale_ratio_range",
+    "crop_size",
+    "pad_size",
     "images_per_gpu",
     "num_workers",
     "filter_empty",
@@ -27,18 +31,21 @@ SPLIT_KEYS = ("ann_file", "img_dir", "proposals_file")
 
 def build_transform(
     cfg: Mapping[str, Any], pixel_format: PixelFormat, *, train: bool, flip_map: Sequence[tuple[int, int]] = ()
-) -> ResizeFlip:
+) -> Compose:
+    """The training or test pipeline of a ``data`` config (see ``build_transforms``)."""
     check_keys("data", cfg, DATA_KEYS)
-    if train:
-        return build_transforms(
-            train=True,
-            scales=cfg["train_scales"],
-            max_size=cfg["max_size"],
-            flip_prob=cfg["flip_prob"],
-            flip_map=flip_map,
-            pixel_format=pixel_format,
-        )
-    return build_transforms(train=False, scales=(cfg["test_scale"],), max_size=cfg["max_size"], pixel_format=pixel_format)
+    return build_transforms(
+        train=train,
+        scales=cfg["train_scales"] if train else (cfg["test_scale"],),
+        max_size=cfg["max_size"],
+        flip_prob=cfg["flip_prob"],
+        flip_map=flip_map,
+        pixel_format=pixel_format,
+        resize=cfg["resize"],
+        scale_ratio_range=cfg["scale_ratio_range"],
+        crop_size=cfg["crop_size"],
+        pad_size=cfg["pad_size"],
+    )
 
 
 def build_dataset(

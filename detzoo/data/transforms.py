@@ -1,11 +1,22 @@
-"""Pure transforms on ``(image, instances)``: pixel normalisation, resize of the shorter
-side, horizontal flip.
+"""Transforms on ``(image, *instances)``, as small steps and a ``Compose`` of them.
 
-Images are (3, H, W) float tensors; boxes, masks and keypoints follow the image. The
-pipeline normalises first, in the ``PixelFormat`` the model declares, then resizes, as
-torchvision does, so that a converted torchvision model sees its input to the last bit.
-``build_transforms`` makes the one training / test pipeline; its randomness comes from
-the torch RNG, so ``torch.manual_seed`` (and DataLoader worker seeding) reproduces it.
+Images are (3, H, W) float tensors (RGB 0-255 as read, or normalised); ``instances`` are
+the ground truth and, for Fast R-CNN, the precomputed proposals, transformed alike: boxes,
+masks and keypoints follow the image. Every step is a frozen dataclass called as
+``step(image, *instances, generator=None) -> (image, *instances)``. Random draws come
+from ``generator`` (the global torch RNG when None, so ``torch.manual_seed`` reproduces
+them), and only where there is a real choice, so a deterministic step leaves the RNG as
+it was.
+
+Two resize conventions (``Resize.convention``, the config's ``data.resize``):
+
+* ``"torchvision"``: normalise first, then bilinear ``F.interpolate`` of the float image
+  with the scale-factor arithmetic of torchvision's ``GeneralizedRCNNTransform``, so a
+  converted torchvision model sees its input to the last bit;
+* ``"mmdet"``: mmdetection's pixel pipeline: OpenCV bilinear resize of the uint8 image to
+  mmcv's ``rescale_size``, then normalise.
+
+``build_transforms`` makes the training / test pipeline of a data config.
 """
 
 from __future__ import annotations
@@ -13,13 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detzoo.structures import Instances, PixelFormat, scale_boxes, scale_points
+from detzoo.structures import Instances, PixelFormat, Size, scale_boxes, scale_points
 
 Transform = Callable[..., tuple[Tensor, ...]]  # (image, *instances, generator=None)
+RESIZE_CONVENTIONS = ("torchvision", "mmdet")
 
 
 def resize_image(image: Tensor, *, short: int, max_size: int) -> Tensor:
@@ -32,7 +45,24 @@ def resize_image(image: Tensor, *, short: int, max_size: int) -> Tensor:
     )[0]
 
 
-def resize_instances(instances: Instances, from_size: tuple[int, int], to_size: tuple[int, int]) -> Instances:
+def mmdet_resize_image(image: Tensor, *, short: int, max_size: int) -> Tensor:
+    """``mmcv.imrescale(img, (max_size, short))`` of mmdetection's keep-ratio ``Resize``:
+    scale = min(long edge limit / long side, short edge limit / short side), new size
+    ``int(side * scale + 0.5)``, ``cv2.resize`` with ``INTER_LINEAR`` on the uint8 image.
+    ``image`` must hold 0-255 integers (as read, before ``Normalize``)."""
+    import cv2
+
+    pixels = image.to(torch.uint8)
+    if not torch.equal(pixels.to(image.dtype), image):
+        raise ValueError("Resize(convention='mmdet') needs 0-255 integer pixels: resize before Normalize")
+    h, w = image.shape[-2:]
+    scale = min(max(short, max_size) / max(h, w), min(short, max_size) / min(h, w))
+    size = int(w * scale + 0.5), int(h * scale + 0.5)  # (w, h), as cv2 takes it
+    resized = cv2.resize(pixels.permute(1, 2, 0).contiguous().numpy(), size, interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))
+
+
+def resize_instances(instances: Instances, from_size: Size, to_size: Size) -> Instances:
     """Boxes and keypoints scaled by the per-axis float32 size ratios, masks nearest."""
     masks = instances.masks
     if masks is not None:
@@ -44,12 +74,28 @@ def resize_instances(instances: Instances, from_size: tuple[int, int], to_size: 
     return replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
 
 
-def resize_shortest_edge(
-    image: Tensor, instances: Instances, *, short: int, max_size: int
-) -> tuple[Tensor, Instances]:
-    """``resize_image`` with the instances following."""
-    resized = resize_image(image, short=short, max_size=max_size)
-    return resized, resize_instances(instances, tuple(image.shape[-2:]), tuple(resized.shape[-2:]))
+def crop_instances(instances: Instances, *, top: int, left: int, size: Size) -> Instances:
+    """The objects of the window of ``size`` (h, w) at (``top``, ``left``), in its pixels:
+    boxes shifted and clipped to it, masks cut out, keypoints shifted (those outside the
+    window, edges included as in detectron2, become invisible: visibility 0). An object
+    whose clipped box has no area is dropped with all its fields, as mmdetection's
+    ``RandomCrop`` drops it."""
+    height, width = size
+    offset = torch.tensor([left, top], dtype=instances.boxes.dtype, device=instances.boxes.device)
+    boxes = instances.boxes - offset.repeat(2)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    masks = instances.masks
+    if masks is not None:
+        masks = masks[:, top : top + height, left : left + width]
+    keypoints = instances.keypoints
+    if keypoints is not None:
+        x = keypoints[..., 0] - left
+        y = keypoints[..., 1] - top
+        inside = (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
+        keypoints = torch.stack([x, y, keypoints[..., 2] * inside], dim=-1)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)[keep]
 
 
 def hflip_instances(instances: Instances, width: int, *, flip_map: Sequence[tuple[int, int]] = ()) -> Instances:
@@ -68,15 +114,8 @@ def hflip_instances(instances: Instances, width: int, *, flip_map: Sequence[tupl
     return replace(instances, boxes=boxes, masks=masks, keypoints=keypoints)
 
 
-def hflip(
-    image: Tensor, instances: Instances, *, flip_map: Sequence[tuple[int, int]] = ()
-) -> tuple[Tensor, Instances]:
-    """``hflip_instances`` with the image mirrored too."""
-    return image.flip(-1), hflip_instances(instances, image.shape[-1], flip_map=flip_map)
-
-
 def keypoint_flip_map(names: Sequence[str]) -> list[tuple[int, int]]:
-    """Index pairs of ``left_*`` / ``right_*`` keypoint names, for ``hflip``."""
+    """Index pairs of ``left_*`` / ``right_*`` keypoint names, for ``RandomFlip``."""
     index = {name: i for i, name in enumerate(names)}
     return [
         (i, index["right_" + name[5:]])
@@ -85,37 +124,139 @@ def keypoint_flip_map(names: Sequence[str]) -> list[tuple[int, int]]:
     ]
 
 
-@dataclass(frozen=True)
-class ResizeFlip:
-    """Normalise (when a ``pixel_format`` is given), resize the shorter side to a random
-    one of ``scales``, then flip with ``flip_prob``.
+def _randint(high: int, generator: torch.Generator | None) -> int:
+    """Uniform in [0, high], drawn only when there is a choice (high > 0)."""
+    return int(torch.randint(high + 1, (), generator=generator)) if high > 0 else 0
 
-    Random draws come from ``generator`` (the global torch RNG when None), and only when
-    there is a choice (several scales, flip_prob > 0).
+
+@dataclass(frozen=True, kw_only=True)
+class Normalize:
+    """RGB 0-255 -> the model's ``PixelFormat`` (channel order, scale, mean, std)."""
+
+    pixel_format: PixelFormat
+
+    def __call__(
+        self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ...]:
+        return self.pixel_format.normalize(image), *instances
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resize:
+    """Keep-ratio resize: the shorter side to one of ``scales`` (a random one when there
+    are several, as detectron2's multi-scale ``ResizeShortestEdge``), the longer side
+    capped at ``max_size``.
+
+    With ``ratio_range=(lo, hi)``, both limits are first multiplied by a ratio drawn
+    uniformly from it and truncated to int, as mmdetection's ``RandomResize(scale=(long,
+    short), ratio_range=(lo, hi), keep_ratio=True)``. ``convention`` picks the pixel
+    arithmetic: ``"torchvision"`` (``resize_image``, on the normalised float image) or
+    ``"mmdet"`` (``mmdet_resize_image``, on the 0-255 image). Instances follow with the
+    per-axis ratios new / old size (``resize_instances``).
     """
 
     scales: tuple[int, ...]
     max_size: int
-    flip_prob: float
-    flip_map: tuple[tuple[int, int], ...] = ()
-    pixel_format: PixelFormat | None = None
+    ratio_range: tuple[float, float] | None = None
+    convention: str = "torchvision"
+
+    def __post_init__(self) -> None:
+        if not self.scales:
+            raise ValueError("Resize: scales must name at least one shorter-side size")
+        if self.convention not in RESIZE_CONVENTIONS:
+            raise ValueError(f"Resize: convention must be one of {RESIZE_CONVENTIONS}, got {self.convention!r}")
+        if self.ratio_range is not None and not 0 < self.ratio_range[0] <= self.ratio_range[1]:
+            raise ValueError(f"Resize: ratio_range must be (lo, hi) with 0 < lo <= hi, got {self.ratio_range}")
 
     def __call__(
-        self, image: Tensor, *targets: Instances, generator: torch.Generator | None = None
+        self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
     ) -> tuple[Tensor, ...]:
-        """``(image, *targets)`` transformed alike (targets: ground truth, proposals)."""
-        if self.pixel_format is not None:
-            image = self.pixel_format.normalize(image)
-        short = self.scales[0]
-        if len(self.scales) > 1:
-            short = self.scales[int(torch.randint(len(self.scales), (), generator=generator))]
-        resized = resize_image(image, short=short, max_size=self.max_size)
+        short = self.scales[_randint(len(self.scales) - 1, generator)]
+        max_size = self.max_size
+        if self.ratio_range is not None:
+            lo, hi = self.ratio_range
+            ratio = lo + (hi - lo) * float(torch.rand((), generator=generator)) if hi > lo else lo
+            short, max_size = int(short * ratio), int(max_size * ratio)
+        resize = resize_image if self.convention == "torchvision" else mmdet_resize_image
+        resized = resize(image, short=short, max_size=max_size)
         sizes = tuple(image.shape[-2:]), tuple(resized.shape[-2:])
-        targets = tuple(resize_instances(t, *sizes) for t in targets)
-        if self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob:
-            width = resized.shape[-1]
-            return resized.flip(-1), *(hflip_instances(t, width, flip_map=self.flip_map) for t in targets)
-        return resized, *targets
+        return resized, *(resize_instances(t, *sizes) for t in instances)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomCrop:
+    """mmdetection's ``RandomCrop(crop_type='absolute', allow_negative_crop=True)``: a
+    window of ``size`` (h, w) (smaller where the image is) at an offset uniform in
+    [0, max(H - h, 0)] x [0, max(W - w, 0)]; instances as ``crop_instances``. A crop
+    holding no object keeps the image with empty instances."""
+
+    size: Size
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or min(self.size) <= 0:
+            raise ValueError(f"RandomCrop: size must be (h, w) with positive sides, got {self.size}")
+
+    def __call__(
+        self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ...]:
+        h, w = image.shape[-2:]
+        top = _randint(max(h - self.size[0], 0), generator)
+        left = _randint(max(w - self.size[1], 0), generator)
+        cropped = image[:, top : top + self.size[0], left : left + self.size[1]]
+        size = tuple(cropped.shape[-2:])
+        return cropped, *(crop_instances(t, top=top, left=left, size=size) for t in instances)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomFlip:
+    """Horizontal flip with probability ``prob`` (``hflip_instances``; keypoint pairs of
+    ``flip_map`` swap), as in torchvision, detectron2 and mmdetection."""
+
+    prob: float
+    flip_map: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prob <= 1.0:
+            raise ValueError(f"RandomFlip: flip_prob must be in [0, 1], got {self.prob}")
+
+    def __call__(
+        self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ...]:
+        flip = self.prob == 1.0 or (self.prob > 0 and float(torch.rand((), generator=generator)) < self.prob)
+        if not flip:
+            return image, *instances
+        width = image.shape[-1]
+        return image.flip(-1), *(hflip_instances(t, width, flip_map=self.flip_map) for t in instances)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pad:
+    """Zeros at the bottom / right up to ``size`` (h, w); instances unchanged. After
+    ``Normalize`` this is mmdetection's ``BatchFixedSizePad`` (zeros in normalised units)."""
+
+    size: Size
+
+    def __call__(
+        self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ...]:
+        h, w = image.shape[-2:]
+        if h > self.size[0] or w > self.size[1]:
+            raise ValueError(f"Pad: image (h, w) {(h, w)} is larger than the pad size {tuple(self.size)}")
+        return F.pad(image, (0, self.size[1] - w, 0, self.size[0] - h)), *instances
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compose:
+    """``steps`` applied in order, each drawing from the same ``generator``."""
+
+    steps: tuple[Transform, ...]
+
+    def __call__(
+        self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ...]:
+        for step in self.steps:
+            image, *instances = step(image, *instances, generator=generator)
+        return image, *instances
 
 
 def build_transforms(
@@ -126,12 +267,31 @@ def build_transforms(
     flip_prob: float = 0.5,
     flip_map: Sequence[tuple[int, int]] = (),
     pixel_format: PixelFormat | None = None,
-) -> ResizeFlip:
-    """Training: multi-scale over ``scales`` and random flip. Test: ``scales[-1]``, no flip."""
-    if not scales:
-        raise ValueError("build_transforms: scales must name at least one shorter-side size")
-    if not 0.0 <= flip_prob <= 1.0:
-        raise ValueError(f"build_transforms: flip_prob must be in [0, 1], got {flip_prob}")
+    resize: str = "torchvision",
+    scale_ratio_range: tuple[float, float] | None = None,
+    crop_size: Size | None = None,
+    pad_size: Size | None = None,
+) -> Compose:
+    """Training: ``Normalize`` and ``Resize`` over ``scales`` (in the order of the
+    ``resize`` convention: torchvision normalises first, mmdetection resizes first) ->
+    ``RandomCrop`` (with ``crop_size``) -> ``RandomFlip`` -> ``Pad`` (with ``pad_size``).
+    Test: ``Resize`` to ``scales[-1]`` (and ``Normalize``) only. Without a
+    ``pixel_format`` the images stay RGB 0-255."""
+    ratio_range = tuple(scale_ratio_range) if train and scale_ratio_range is not None else None
+    resize_step = Resize(
+        scales=tuple(scales) if train else tuple(scales)[-1:],
+        max_size=max_size,
+        ratio_range=ratio_range,
+        convention=resize,
+    )
+    steps: list[Transform] = [resize_step]
+    if pixel_format is not None:
+        normalize = Normalize(pixel_format=pixel_format)
+        steps = [normalize, resize_step] if resize == "torchvision" else [resize_step, normalize]
     if train:
-        return ResizeFlip(tuple(scales), max_size, flip_prob, tuple(map(tuple, flip_map)), pixel_format)
-    return ResizeFlip((scales[-1],), max_size, 0.0, pixel_format=pixel_format)
+        if crop_size is not None:
+            steps.append(RandomCrop(size=tuple(crop_size)))
+        steps.append(RandomFlip(prob=flip_prob, flip_map=tuple(map(tuple, flip_map))))
+        if pad_size is not None:
+            steps.append(Pad(size=tuple(pad_size)))
+    return Compose(steps=tuple(steps))

@@ -1,6 +1,17 @@
 """COCO 2017 boxes: train2017 for training, val2017 for evaluation, shorter side 800
 (max 1333), horizontal flip, 2 images per GPU. Paths are relative to the working
-directory, as in mmdetection (data/coco/...)."""
+directory, as in mmdetection (data/coco/...).
+
+Training transforms, in order: resize the shorter side to one of ``train_scales`` (the
+longer capped at ``max_size``; both limits times a ratio drawn from ``scale_ratio_range``
+when set) -> random crop to ``crop_size`` (h, w) when set -> horizontal flip with
+``flip_prob`` -> zero padding to ``pad_size`` (h, w) when set. Test: resize to
+``test_scale`` / ``max_size`` only. ``resize`` picks the pixel arithmetic of the resize:
+
+* ``"torchvision"``: normalise, then bilinear ``F.interpolate`` of the float image, as
+  torchvision's ``GeneralizedRCNNTransform`` (bit-exact for converted torchvision models);
+* ``"mmdet"``: OpenCV bilinear resize of the uint8 image to mmcv's ``rescale_size``
+  (sides rounded half up), then normalise, as mmdetection's ``Resize(keep_ratio=True)``."""
 
 data = dict(
     train=dict(
@@ -15,6 +26,10 @@ data = dict(
     test_scale=800,
     max_size=1333,
     flip_prob=0.5,
+    resize="torchvision",  # or "mmdet"; see above
+    scale_ratio_range=None,  # (lo, hi): mmdetection's RandomResize ratio_range
+    crop_size=None,  # (h, w): random crop after the resize
+    pad_size=None,  # (h, w): pad with zeros after the flip
     images_per_gpu=2,
     num_workers=2,
     filter_empty=True,
