@@ -45,7 +45,7 @@ def torchvision_model(cfg: dict) -> FasterRCNN:
         out_channels=channels,
         extra_blocks=LastLevelMaxPool(),
     )
-    rpn, roi = m["rpn"], m["roi_heads"]
+    rpn, roi = m["dense_head"], m["roi_heads"]
     sizes = tuple(tuple(s) for s in rpn["anchor_generator"]["sizes"])
     fc = roi["box_head"]["fc_dim"]
     return FasterRCNN(

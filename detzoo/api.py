@@ -119,10 +119,10 @@ def load_model(
     model = build_model(cfg["model"])
     if "model" in ckpt:
         model.load_state_dict(ckpt["model"])
-    if model.roi_heads is None:  # an RPN: class-agnostic proposals
+    if "proposals" in model.outputs:  # an RPN: class-agnostic proposals
         class_names, cat_ids = ["object"], [1]
     else:
-        num_classes = model.roi_heads.num_classes
+        num_classes = model.num_classes
         class_names = meta.get("class_names") or [f"class_{i}" for i in range(num_classes)]
         cat_ids = meta.get("cat_ids") or list(range(1, num_classes + 1))
     return Detector(

@@ -14,8 +14,8 @@ TINY = "tests/configs/tiny_faster_rcnn.py"
 
 def test_misspelled_model_key_names_the_key_and_suggests_the_right_one():
     cfg = load_config("faster_rcnn_r50_fpn_1x_coco")
-    bad = dict(cfg["model"], rpn=dict(cfg["model"]["rpn"], nms_thres=0.5))
-    with pytest.raises(ConfigError, match=r"model\.rpn\.nms_thres.*did you mean 'nms_thresh'"):
+    bad = dict(cfg["model"], dense_head=dict(cfg["model"]["dense_head"], nms_thres=0.5))
+    with pytest.raises(ConfigError, match=r"model\.dense_head\.nms_thres.*did you mean 'nms_thresh'"):
         build_model(bad)
 
 
@@ -30,7 +30,7 @@ def test_channel_counts_flow_from_the_producing_module():
     cfg = apply_overrides(load_config("faster_rcnn_r50_fpn_1x_coco"), ["model.neck.out_channels=64",
                                                                        "model.backbone.depth=18"])
     model = build_model(cfg["model"])
-    assert model.rpn.head.conv.in_channels == 64
+    assert model.dense_head.head.conv.in_channels == 64
     assert model.roi_heads.box_head.fcs[0].in_features == 64 * 7 * 7
     assert model.neck.lateral_convs[0][0].in_channels == 64  # ResNet-18's c2
 

@@ -121,8 +121,8 @@ def test_config_name_follows_the_scheme_and_matches_the_contents(path):
     # neck
     if m["neck"] == "c4":
         assert model["neck"] is None and bb["out_features"] == ["c4"]
-        if model["rpn"] is not None:
-            assert model["rpn"]["in_features"] == ["c4"]
+        if model["dense_head"] is not None:
+            assert model["dense_head"]["in_features"] == ["c4"]
         if model["roi_heads"] is not None:
             assert model["roi_heads"]["box_head"] == {"type": "res5"}
     elif m["neck"] == "fpn":
@@ -130,8 +130,9 @@ def test_config_name_follows_the_scheme_and_matches_the_contents(path):
 
     # model kind: which stages and branches exist
     roi = model["roi_heads"]
-    assert (model["rpn"] is None) == kind.startswith("fast_")
-    assert (roi is None) == (kind == "rpn")
+    assert (model["dense_head"] is None) == kind.startswith("fast_")
+    assert kind.startswith("fast_") or model["dense_head"]["type"] == ("retina" if kind == "retinanet" else "rpn")
+    assert (roi is None) == (kind in ("rpn", "retinanet"))
     if roi is not None:
         assert (roi.get("mask") is not None) == ("mask" in kind)
         assert (roi.get("keypoint") is not None) == ("keypoint" in kind)
@@ -186,6 +187,9 @@ def narrow(cfg: dict) -> dict:
     sets = []
     if model["neck"] is not None:
         sets.append("model.neck.out_channels=16")
+    if model["dense_head"] is not None and model["dense_head"]["type"] == "retina":
+        sets.append("model.dense_head.score_thresh=0.0")
+        sets.append("model.dense_head.head.conv_dim=16")
     roi = model["roi_heads"]
     if roi is not None:
         sets.append("model.roi_heads.score_thresh=0.0")
@@ -231,17 +235,19 @@ def test_config_builds_trains_one_iteration_and_infers(path):
     torch.manual_seed(0)
     cfg = narrow(load_config(path))
     model = build_model(cfg["model"])
-    roi = cfg["model"]["roi_heads"]
+    roi, dense = cfg["model"]["roi_heads"], cfg["model"]["dense_head"]
     with_masks = roi is not None and roi.get("mask") is not None
     with_keypoints = roi is not None and roi.get("keypoint") is not None
-    num_classes = roi["num_classes"] if roi is not None else 1
+    num_classes = (roi or dense).get("num_classes", 1)
     images, targets, proposals = synthetic_batch(num_classes, with_masks, with_keypoints)
-    given = {"proposals": proposals} if model.rpn is None else {}
+    given = {"proposals": proposals} if model.needs_proposals else {}
 
     model.train()
     losses = model(images, targets, **given)
     assert losses and all(torch.isfinite(v) for v in losses.values()), losses
-    assert ("loss_rpn_cls" in losses) == (model.rpn is not None)
+    dense_type = None if dense is None else dense["type"]
+    assert ("loss_rpn_cls" in losses) == (dense_type == "rpn")
+    assert ("loss_retina_cls" in losses) == (dense_type == "retina")
     assert ("loss_cls" in losses) == (roi is not None)
     assert ("loss_mask" in losses) == with_masks
     assert ("loss_keypoint" in losses) == with_keypoints

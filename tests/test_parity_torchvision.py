@@ -1,5 +1,5 @@
-"""detzoo reproduces torchvision's Faster, Mask and Keypoint R-CNN R-50-FPN through
-`detzoo convert`.
+"""detzoo reproduces torchvision's Faster, Mask and Keypoint R-CNN and RetinaNet R-50-FPN
+through `detzoo convert`.
 
 Each torchvision model is built as its pretrained one is (frozen BN, ResNet-50-FPN) from a
 seeded random init with random BN statistics; detzoo gets its weights only through the
@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 from torchvision.models import resnet50
-from torchvision.models.detection import FasterRCNN, KeypointRCNN, MaskRCNN
+from torchvision.models.detection import FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms.functional import to_tensor
 
@@ -28,13 +29,21 @@ FAMILIES = {
     "faster": (FasterRCNN, 91, "faster_rcnn_r50_fpn_1x_coco", 2.0),
     "mask": (MaskRCNN, 91, "mask_rcnn_r50_fpn_1x_coco", 2.0),
     "keypoint": (KeypointRCNN, 2, "keypoint_rcnn_r50_fpn_1x_coco", 1e-4),
+    "retinanet": (RetinaNet, 91, "retinanet_r50_fpn_1x_coco", 0.1),
 }
 
 
 def torchvision_model(family: str) -> torch.nn.Module:
+    """As torchvision's ``*_resnet50_fpn`` builders assemble them (RetinaNet: C3-C5, P6 / P7
+    from P5), from a seeded random init with random frozen-BN statistics."""
     cls, num_classes, _, score_scale = FAMILIES[family]
     torch.manual_seed(0)
-    model = cls(_resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3), num_classes=num_classes)
+    body = resnet50(norm_layer=FrozenBatchNorm2d)
+    if family == "retinanet":
+        backbone = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+    else:
+        backbone = _resnet_fpn_extractor(body, 3)
+    model = cls(backbone, num_classes=num_classes)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, FrozenBatchNorm2d):
@@ -42,7 +51,16 @@ def torchvision_model(family: str) -> torch.nn.Module:
                 m.bias.uniform_(-0.1, 0.1)
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-        model.roi_heads.box_predictor.cls_score.weight.mul_(score_scale)
+        if family == "retinanet":
+            # torchvision's class 0 is a never-trained background channel, which the
+            # converter drops: make it silent here as in a trained model
+            logits = model.head.classification_head.cls_logits
+            logits.weight.mul_(score_scale)
+            logits.bias.uniform_(-5.0, -1.0)
+            logits.weight.view(9, num_classes, -1)[:, 0] = 0.0
+            logits.bias.view(9, num_classes)[:, 0] = -100.0
+        else:
+            model.roi_heads.box_predictor.cls_score.weight.mul_(score_scale)
     return model.eval()
 
 
@@ -60,7 +78,7 @@ def test_converted_checkpoint_reproduces_torchvision(family, tmp_path):
             ref = model([to_tensor(Image.open(path).convert("RGB"))])[0]
         total += len(ref["boxes"])
         assert len(ours["boxes"]) == len(ref["boxes"]), path.name
-        np.testing.assert_array_equal(ours["labels"] + 1, ref["labels"].numpy())  # background moved last
+        np.testing.assert_array_equal(ours["labels"] + 1, ref["labels"].numpy())  # background moved last / dropped
         np.testing.assert_allclose(ours["boxes"], ref["boxes"].numpy(), rtol=0, atol=1e-3)
         np.testing.assert_allclose(ours["scores"], ref["scores"].numpy(), rtol=0, atol=1e-4)
         assert ours["class_names"] == [detector.class_names[i] for i in ours["labels"]]
@@ -78,15 +96,20 @@ def test_converted_checkpoint_reproduces_torchvision(family, tmp_path):
 
 
 def test_parameter_counts_equal_torchvision():
-    """41.8M / 44.4M / 59.1M with 91 classes (2 for keypoints); detzoo's predictor has no
-    background box deltas (and no background mask logits), 4 x 1025 (+ 257) fewer."""
+    """41.8M / 44.4M / 59.1M / 34.0M with 91 classes (2 for keypoints); detzoo's predictors
+    have no background box deltas (and no background mask logits), 4 x 1025 (+ 257) fewer;
+    its RetinaNet no background channel, 9 x (256 x 9 + 1) fewer."""
     for family, (_, num_classes, config, _) in FAMILIES.items():
-        ours = detzoo.load_model(config, overrides=[f"model.roi_heads.num_classes={num_classes - 1}"])
+        if family == "retinanet":  # torchvision's P6 is made from P5, not C5
+            overrides = [f"model.dense_head.num_classes={num_classes - 1}", "model.neck.top_block.in_feature='p5'"]
+        else:
+            overrides = [f"model.roi_heads.num_classes={num_classes - 1}"]
+        ours = detzoo.load_model(config, overrides=overrides)
         theirs = torchvision_model(family)
-        background = 4 * 1025 + (257 if family == "mask" else 0)
+        background = {"faster": 4 * 1025, "mask": 4 * 1025 + 257, "keypoint": 4 * 1025, "retinanet": 9 * 2305}[family]
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         assert count(ours.model) == count(theirs) - background, family
-        assert round(count(theirs) / 1e6, 1) == {"faster": 41.8, "mask": 44.4, "keypoint": 59.1}[family]
+        assert round(count(theirs) / 1e6, 1) == {"faster": 41.8, "mask": 44.4, "keypoint": 59.1, "retinanet": 34.0}[family]
 
 
 def test_converter_rejects_other_checkpoints(tmp_path):

@@ -2,7 +2,7 @@
 benchmarks/families_synthetic.py)."""
 
 _base_ = "../../configs/demo/faster_rcnn_r18_fpn_synth.py"
-model = dict(rpn=None)
+model = dict(dense_head=None)
 data = dict(
     train=dict(proposals_file="set_by_the_benchmark.npz"),
     val=dict(proposals_file="set_by_the_benchmark.npz"),

@@ -6,7 +6,7 @@ _base_ = "../../configs/demo/faster_rcnn_r18_fpn_synth.py"
 model = dict(
     backbone=dict(out_features=["c4"]),
     neck=None,
-    rpn=dict(in_features=["c4"], anchor_generator=dict(sizes=[[16, 32, 64, 128, 256]])),
+    dense_head=dict(in_features=["c4"], anchor_generator=dict(sizes=[[16, 32, 64, 128, 256]])),
     roi_heads=dict(
         in_features=["c4"],
         pooler=dict(output_size=14),

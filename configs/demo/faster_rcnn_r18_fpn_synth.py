@@ -14,7 +14,7 @@ _base_ = [
 model = dict(
     backbone=dict(depth=18, norm="BN", frozen_stages=0),
     neck=dict(out_channels=128),
-    rpn=dict(
+    dense_head=dict(
         anchor_generator=dict(sizes=[[16], [32], [64], [128], [256]]),
         pre_nms_topk_train=1000,
         post_nms_topk_train=500,

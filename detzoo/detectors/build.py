@@ -8,21 +8,26 @@ set in the config.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
+import inspect
+
 from detzoo.backbones.resnet import ResNet
 from detzoo.config import ConfigError, check_signature
-from detzoo.detectors.two_stage import TwoStageDetector
+from detzoo.detectors.model import DetectionModel
 from detzoo.heads.box import BoxPredictor, ConvFCBoxHead, Res5BoxHead, RoIHeads
 from detzoo.heads.mask_keypoint import KeypointBranch, KeypointHead, MaskBranch, MaskHead
+from detzoo.heads.retina import RetinaNet, RetinaNetHead
 from detzoo.heads.rpn import RPN, RPNHead
 from detzoo.layers.anchors import AnchorGenerator
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
-from detzoo.necks.fpn import FPN
+from detzoo.necks.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 
 NECKS: dict[str, type[nn.Module]] = {"FPN": FPN}
+TOP_BLOCKS = ("maxpool", "p6p7")
+DENSE_HEADS = ("rpn", "retina")
 
 
 def _build(fn: Callable, section: str, cfg: Mapping[str, Any], **derived: Any) -> Any:
@@ -34,6 +39,18 @@ def _build(fn: Callable, section: str, cfg: Mapping[str, Any], **derived: Any) -
         )
     check_signature(section, cfg, fn, exclude=derived)
     return fn(**cfg, **derived)
+
+
+def _typed(section: str, cfg: Mapping[str, Any], valid: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The ``type`` of a section (one of ``valid``) and its other keys."""
+    kind = cfg.get("type")
+    if kind not in valid:
+        raise ConfigError(f"{section}.type: unknown {section.rsplit('.', 1)[1]} type {kind!r}; valid: {', '.join(map(repr, valid))}")
+    return kind, {k: v for k, v in cfg.items() if k != "type"}
+
+
+def _default(fn: Callable, name: str) -> Any:
+    return inspect.signature(fn).parameters[name].default
 
 
 def _split(section: str, cfg: Mapping[str, Any], *keys: str) -> tuple[list[Any], dict[str, Any]]:
@@ -87,13 +104,11 @@ def _branch(
 
 
 def _box_head(section: str, cfg: Mapping[str, Any], backbone: ResNet, channels: int, pooled: int) -> nn.Module:
-    kind, rest = cfg.get("type"), {k: v for k, v in cfg.items() if k != "type"}
+    kind, rest = _typed(section, cfg, ("convfc", "res5"))
     if kind == "convfc":
         return _build(ConvFCBoxHead, section, rest, in_channels=channels, pooled_size=pooled)
-    if kind == "res5":
-        res5, out_channels = backbone.make_res5()
-        return _build(Res5BoxHead, section, rest, res5=res5, out_channels=out_channels)
-    raise ConfigError(f"{section}.type: unknown box head {kind!r}; valid: 'convfc', 'res5'")
+    res5, out_channels = backbone.make_res5()
+    return _build(Res5BoxHead, section, rest, res5=res5, out_channels=out_channels)
 
 
 def _roi_heads(roi_cfg: Mapping[str, Any], source: nn.Module, backbone: ResNet) -> RoIHeads:
@@ -122,35 +137,72 @@ def _roi_heads(roi_cfg: Mapping[str, Any], source: nn.Module, backbone: ResNet) 
     )
 
 
-def _rpn(rpn_cfg: Mapping[str, Any], source: nn.Module) -> RPN:
-    (anchor_cfg,), rpn_rest = _split("model.rpn", rpn_cfg, "anchor_generator")
-    strides, channels = _inputs("model.rpn", source, rpn_rest)
-    anchors = _build(AnchorGenerator, "model.rpn.anchor_generator", anchor_cfg, strides=strides)
-    rpn_head = RPNHead(in_channels=channels, num_anchors=anchors.num_anchors)
-    return _build(RPN, "model.rpn", rpn_rest, head=rpn_head, anchor_generator=anchors)
+def _dense_head(cfg: Mapping[str, Any], source: nn.Module) -> RPN | RetinaNet:
+    """``type="rpn"``: class-agnostic proposals; ``type="retina"``: RetinaNet, whose
+    ``num_classes`` and ``head`` (RetinaNetHead arguments) are keys of this section."""
+    section = "model.dense_head"
+    kind, rest = _typed(section, cfg, DENSE_HEADS)
+    (anchor_cfg,), rest = _split(section, rest, "anchor_generator")
+    strides, channels = _inputs(section, source, rest)
+    anchors = _build(AnchorGenerator, f"{section}.anchor_generator", anchor_cfg, strides=strides)
+    if kind == "rpn":
+        head = RPNHead(in_channels=channels, num_anchors=anchors.num_anchors)
+        return _build(RPN, section, rest, head=head, anchor_generator=anchors)
+    (head_cfg, num_classes), rest = _split(section, rest, "head", "num_classes")
+    head = _build(
+        RetinaNetHead,
+        f"{section}.head",
+        head_cfg,
+        in_channels=channels,
+        num_anchors=anchors.num_anchors,
+        num_classes=num_classes,
+        num_levels=len(strides),
+    )
+    return _build(RetinaNet, section, rest, head=head, anchor_generator=anchors)
 
 
-def build_model(cfg: Mapping[str, Any]) -> TwoStageDetector:
+def _top_block(cfg: Mapping[str, Any] | None, backbone: ResNet, out_channels: int) -> nn.Module | None:
+    """The extra levels of an FPN: ``maxpool`` (P6, two-stage models) or ``p6p7``
+    (RetinaNet: convs on ``in_feature``, a backbone level or the FPN's top output)."""
+    if cfg is None:
+        return None
+    section = "model.neck.top_block"
+    kind, rest = _typed(section, cfg, TOP_BLOCKS)
+    if kind == "maxpool":
+        return _build(LastLevelMaxPool, section, rest)
+    source = rest.get("in_feature")
+    in_channels = backbone.out_channels[source] if source in backbone.out_channels else out_channels
+    return _build(LastLevelP6P7, section, rest, in_channels=in_channels, out_channels=out_channels)
+
+
+def _neck(cfg: Mapping[str, Any], backbone: ResNet) -> nn.Module:
+    kind, rest = _typed("model.neck", cfg, tuple(NECKS))
+    derived: dict[str, Any] = dict(in_channels=backbone.out_channels, in_strides=backbone.strides)
+    if kind == "FPN":
+        out_channels = rest.get("out_channels", _default(FPN, "out_channels"))
+        derived["top_block"] = _top_block(rest.pop("top_block", None), backbone, out_channels)
+    return _build(NECKS[kind], "model.neck", rest, **derived)
+
+
+def num_classes_key(model_cfg: Mapping[str, Any]) -> str:
+    """The config key that sets the number of classes a model predicts."""
+    return "model.roi_heads.num_classes" if model_cfg.get("roi_heads") is not None else "model.dense_head.num_classes"
+
+
+def build_model(cfg: Mapping[str, Any]) -> DetectionModel:
     """Build a detector from the ``model`` section of a config. ``neck=None``: heads read
-    the backbone (C4); ``rpn=None``: proposals come with the data (Fast R-CNN);
-    ``roi_heads=None``: the proposals are the output (RPN)."""
-    (backbone_cfg, neck_cfg, rpn_cfg, roi_cfg), rest = _split("model", cfg, "backbone", "neck", "rpn", "roi_heads")
+    the backbone (C4); ``dense_head=None``: proposals come with the data (Fast R-CNN);
+    ``roi_heads=None``: the dense head's outputs are the result (RPN, RetinaNet)."""
+    (backbone_cfg, neck_cfg, dense_cfg, roi_cfg), rest = _split(
+        "model", cfg, "backbone", "neck", "dense_head", "roi_heads"
+    )
     backbone = _build(ResNet, "model.backbone", backbone_cfg)
-    neck = None
-    if neck_cfg is not None:
-        neck_type = neck_cfg.get("type")
-        if neck_type not in NECKS:
-            raise ConfigError(f"model.neck.type: unknown neck {neck_type!r}; valid: {', '.join(NECKS)}")
-        neck = _build(
-            NECKS[neck_type],
-            "model.neck",
-            {k: v for k, v in neck_cfg.items() if k != "type"},
-            in_channels=backbone.out_channels,
-            in_strides=backbone.strides,
-        )
+    neck = None if neck_cfg is None else _neck(neck_cfg, backbone)
     source = backbone if neck is None else neck
-    if rpn_cfg is None and roi_cfg is None:
-        raise ConfigError("model: rpn and roi_heads are both None; a detector needs at least one")
-    rpn = None if rpn_cfg is None else _rpn(rpn_cfg, source)
+    if dense_cfg is None and roi_cfg is None:
+        raise ConfigError("model: dense_head and roi_heads are both None; a detector needs at least one")
+    dense_head = None if dense_cfg is None else _dense_head(dense_cfg, source)
     roi_heads = None if roi_cfg is None else _roi_heads(roi_cfg, source, backbone)
-    return _build(TwoStageDetector, "model", rest, backbone=backbone, neck=neck, rpn=rpn, roi_heads=roi_heads)
+    return _build(
+        DetectionModel, "model", rest, backbone=backbone, neck=neck, dense_head=dense_head, roi_heads=roi_heads
+    )

@@ -44,12 +44,12 @@ def predict_dataset(model: nn.Module, dataset: CocoDataset, *, num_workers: int 
     return [p for part in distributed.gather(out) for p in part]
 
 
+IOU_TYPES = {"proposals": "proposals", "boxes": "bbox", "masks": "segm", "keypoints": "keypoints"}
+
+
 def iou_types(model: nn.Module) -> list[str]:
     """What ``model`` predicts, as evaluation types."""
-    heads = model.roi_heads
-    if heads is None:
-        return ["proposals"]
-    return ["bbox"] + ["segm"] * (heads.mask is not None) + ["keypoints"] * (heads.keypoint is not None)
+    return [IOU_TYPES[o] for o in model.outputs]
 
 
 def evaluate(
@@ -64,7 +64,7 @@ def evaluate(
     ``i`` written as category ``cat_ids[i]``, or ``proposals`` (AR@100/300/1000) for an
     RPN. ``out``: write the COCO results json, or for an RPN the proposals ``.npz``."""
     preds = predict_dataset(model, dataset, num_workers=num_workers)
-    if model.roi_heads is None:
+    if "proposals" in model.outputs:
         proposals = {i: (p.boxes.numpy(), p.scores.numpy()) for i, p in preds}
         if out is not None and distributed.is_main():
             save_proposals(out, proposals)

@@ -19,7 +19,7 @@ import detzoo
 from detzoo.config import ConfigError, check_keys, dump_config
 from detzoo.data.build import build_dataset
 from detzoo.data.loader import build_train_loader
-from detzoo.detectors.build import build_model
+from detzoo.detectors.build import build_model, num_classes_key
 from detzoo.engine import distributed
 from detzoo.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from detzoo.engine.evaluate import evaluate, model_inputs
@@ -72,17 +72,14 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
 
     model = build_model(cfg["model"]).to(device)
     data = cfg["data"]
-    heads = model.roi_heads
-    targets = dict(
-        with_masks=heads is not None and heads.mask is not None,
-        with_keypoints=heads is not None and heads.keypoint is not None,
-    )
+    outputs = model.outputs
+    targets = dict(with_masks="masks" in outputs, with_keypoints="keypoints" in outputs)
     train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=runtime["seed"], **targets)
-    if heads is not None and len(train_set.class_names) != heads.num_classes:
+    if "proposals" not in outputs and len(train_set.class_names) != model.num_classes:
+        key = num_classes_key(cfg["model"])
         raise ConfigError(
-            f"model.roi_heads.num_classes is {heads.num_classes} but {data['train']['ann_file']} has "
-            f"{len(train_set.class_names)} categories; set --set model.roi_heads.num_classes="
-            f"{len(train_set.class_names)}"
+            f"{key} is {model.num_classes} but {data['train']['ann_file']} has "
+            f"{len(train_set.class_names)} categories; set --set {key}={len(train_set.class_names)}"
         )
     val_set = build_dataset(data, "val", model.pixel_format, train=False, **targets) if "val" in data else None
 

@@ -135,6 +135,11 @@ class RoIHeads(nn.Module):
         self.mask = mask
         self.keypoint = keypoint
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """``boxes``, then ``masks`` / ``keypoints`` when those branches exist."""
+        return ("boxes",) + ("masks",) * (self.mask is not None) + ("keypoints",) * (self.keypoint is not None)
+
     def forward(
         self,
         features: Mapping[str, Tensor],

@@ -7,8 +7,9 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import batched_nms
 
+from detzoo.heads.dense import anchor_targets, decode_level, permute_to_nhwa_k
 from detzoo.layers.anchors import AnchorGenerator
 from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall, sample_balanced
 from detzoo.structures import ImageBatch, Instances
@@ -29,18 +30,18 @@ class RPNHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per level: objectness (N, H*W*A) and deltas (N, H*W*A, 4), anchor order (y, x, a)."""
+        """Per level: objectness logits (N, H*W*A, 1) and deltas (N, H*W*A, 4)."""
         logits, deltas = [], []
         for x in features:
             t = F.relu(self.conv(x))
-            n, _, h, w = t.shape
-            logits.append(self.objectness(t).permute(0, 2, 3, 1).reshape(n, -1))
-            deltas.append(self.deltas(t).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
+            logits.append(permute_to_nhwa_k(self.objectness(t), 1))
+            deltas.append(permute_to_nhwa_k(self.deltas(t), 4))
         return logits, deltas
 
 
 class RPN(nn.Module):
-    """Anchors, head, training targets/losses and proposal selection.
+    """The class-agnostic dense head: anchors, head, training targets/losses and proposal
+    selection. Its outputs are proposals (``num_classes`` 1, label 0, objectness scores).
 
     Proposals per image: the ``pre_nms_topk`` best anchors of each level, decoded and
     clipped, boxes smaller than ``min_size`` dropped, NMS per level at ``nms_thresh``, then
@@ -81,6 +82,9 @@ class RPN(nn.Module):
         self.min_size = min_size
         self.smooth_l1_beta = smooth_l1_beta
 
+    num_classes = 1
+    outputs = ("proposals",)
+
     def forward(
         self, features: Mapping[str, Tensor], batch: ImageBatch, targets: Sequence[Instances] | None = None
     ) -> tuple[list[Instances], dict[str, Tensor]]:
@@ -106,17 +110,12 @@ class RPN(nn.Module):
         image_sizes: Sequence[tuple[int, int]],
     ) -> list[Instances]:
         topk = self.pre_nms_topk[self.training]
-        boxes, scores, levels = [], [], []
-        for lvl, (a, lg, d) in enumerate(zip(anchors, logits, deltas)):
-            n = lg.shape[0]
-            lg, idx = lg.topk(min(topk, lg.shape[1]), dim=1)
-            sel = d[torch.arange(n, device=d.device)[:, None], idx]
-            boxes.append(self.box_coder.decode(sel.reshape(-1, 4), a[idx.reshape(-1)]).view(n, -1, 4))
-            scores.append(lg)
-            levels.append(torch.full_like(idx, lvl))
-        boxes, scores, levels = torch.cat(boxes, 1), torch.cat(scores, 1).sigmoid(), torch.cat(levels, 1)
         out = []
-        for b, s, lvl, size in zip(boxes, scores, levels, image_sizes):
+        for i, size in enumerate(image_sizes):
+            per_level = [decode_level(self.box_coder, d[i], a, lg[i], topk) for a, lg, d in zip(anchors, logits, deltas)]
+            b = torch.cat([p[0] for p in per_level])
+            s = torch.cat([p[1] for p in per_level]).sigmoid()
+            lvl = torch.cat([torch.full_like(p[2], level) for level, p in enumerate(per_level)])
             b = clip_boxes(b, size)
             keep = nonsmall(b, self.min_size)
             b, s, lvl = b[keep], s[keep], lvl[keep]
@@ -127,24 +126,20 @@ class RPN(nn.Module):
     def losses(
         self, anchors: Tensor, logits: Tensor, deltas: Tensor, targets: Sequence[Instances]
     ) -> dict[str, Tensor]:
-        labels, box_targets = [], []
-        for t in targets:
-            matched = self.matcher.match(box_iou(t.boxes, anchors))
-            label = torch.full_like(matched, -1, dtype=torch.float32)
-            label[matched >= 0] = 1.0
-            label[matched == Matcher.BACKGROUND] = 0.0
+        matched, box_targets = anchor_targets(self.matcher, self.box_coder, anchors, targets)
+        labels = []
+        for m in matched:
             fg, bg = sample_balanced(
-                label == 1,
-                label == 0,
+                m >= 0,
+                m == Matcher.BACKGROUND,
                 num_samples=self.batch_size_per_image,
                 positive_fraction=self.positive_fraction,
             )
-            sampled = torch.full_like(label, -1)
+            sampled = torch.full(m.shape, -1.0, device=m.device)
             sampled[fg], sampled[bg] = 1.0, 0.0
             labels.append(sampled)
-            gt = t.boxes[matched.clamp(min=0)] if len(t) else anchors
-            box_targets.append(self.box_coder.encode(gt, anchors))
-        labels, box_targets = torch.stack(labels), torch.stack(box_targets)
+        labels = torch.stack(labels)
+        logits = logits[..., 0]
         valid, fg = labels >= 0, labels == 1
         num = valid.sum().clamp(min=1)
         return {

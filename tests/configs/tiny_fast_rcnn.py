@@ -2,7 +2,7 @@
 files (set by the tests), at most 100 per image."""
 
 _base_ = "tiny_faster_rcnn.py"
-model = dict(rpn=None)
+model = dict(dense_head=None)
 data = dict(
     train=dict(proposals_file="set_by_the_test.npz"),
     val=dict(proposals_file="set_by_the_test.npz"),

@@ -5,7 +5,7 @@ _base_ = "../../configs/demo/faster_rcnn_r18_fpn_synth.py"
 model = dict(
     backbone=dict(stem_width=8),
     neck=dict(out_channels=32),
-    rpn=dict(anchor_generator=dict(sizes=[[8], [16], [32], [64], [128]])),
+    dense_head=dict(anchor_generator=dict(sizes=[[8], [16], [32], [64], [128]])),
     roi_heads=dict(box_head=dict(fc_dim=64), batch_size_per_image=32),
 )
 data = dict(train_scales=[64], test_scale=64, max_size=64, images_per_gpu=4, num_workers=0)

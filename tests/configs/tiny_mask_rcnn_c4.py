@@ -5,7 +5,7 @@ _base_ = "tiny_faster_rcnn.py"
 model = dict(
     backbone=dict(depth=50, stem_width=8, out_features=["c4"]),
     neck=None,
-    rpn=dict(in_features=["c4"], anchor_generator=dict(sizes=[[8, 16, 32, 64, 128]])),
+    dense_head=dict(in_features=["c4"], anchor_generator=dict(sizes=[[8, 16, 32, 64, 128]])),
     roi_heads=dict(
         in_features=["c4"],
         pooler=dict(output_size=14),

@@ -7,7 +7,7 @@ _base_ = "faster_rcnn_r50_fpn.py"
 model = dict(
     backbone=dict(out_features=["c4"]),
     neck=None,
-    rpn=dict(
+    dense_head=dict(
         in_features=["c4"],
         anchor_generator=dict(sizes=[[32, 64, 128, 256, 512]]),
         pre_nms_topk_train=12000,

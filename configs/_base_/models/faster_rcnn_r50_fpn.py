@@ -10,8 +10,9 @@ model = dict(
     pixel_scale=1.0,
     size_divisibility=32,
     backbone=dict(depth=50, style="pytorch", norm="FrozenBN", frozen_stages=2),
-    neck=dict(type="FPN", out_channels=256),
-    rpn=dict(
+    neck=dict(type="FPN", out_channels=256, top_block=dict(type="maxpool")),
+    dense_head=dict(
+        type="rpn",
         in_features=["p2", "p3", "p4", "p5", "p6"],
         anchor_generator=dict(
             sizes=[[32], [64], [128], [256], [512]],

@@ -3,4 +3,4 @@ proposals of ``data.<split>.proposals_file`` (the best ``data.proposals_topk_tra
 2000 per training image, ``proposals_topk_test`` = 1000 per test image, as Detectron).
 Put it after the end-to-end model base in ``_base_``."""
 
-model = dict(rpn=None)
+model = dict(dense_head=None)

@@ -2,4 +2,4 @@
 12000/2000 train, 6000/1000 test); output: 1000 proposals per image (AR@1000)."""
 
 _base_ = "faster_rcnn_r50_c4.py"
-model = dict(rpn=dict(post_nms_topk_test=1000), roi_heads=None)
+model = dict(dense_head=dict(post_nms_topk_test=1000), roi_heads=None)

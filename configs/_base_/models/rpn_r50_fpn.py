@@ -2,4 +2,4 @@
 proposals (1000 per image, scored by objectness) are the output, evaluated as AR@1000."""
 
 _base_ = "faster_rcnn_r50_fpn.py"
-model = dict(rpn=dict(post_nms_topk_test=1000), roi_heads=None)
+model = dict(dense_head=dict(post_nms_topk_test=1000), roi_heads=None)

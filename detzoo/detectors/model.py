@@ -1,4 +1,4 @@
-"""The two-stage meta-architecture: backbone -> neck -> RPN -> RoI heads."""
+"""The meta-architecture of every detector: backbone -> neck -> dense head -> RoI heads."""
 
 from __future__ import annotations
 
@@ -9,17 +9,22 @@ import torch
 from torch import Tensor, nn
 
 from detzoo.heads.box import RoIHeads
+from detzoo.heads.retina import RetinaNet
 from detzoo.heads.rpn import RPN
 from detzoo.layers.mask_ops import paste_masks
 from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_boxes, scale_points
 
 
-class TwoStageDetector(nn.Module):
-    """Images in, losses (training) or detections (eval) out.
+class DetectionModel(nn.Module):
+    """Every detector: backbone -> neck -> dense head -> optional RoI heads. Images in,
+    losses (training) or detections (eval) out.
 
-    Variants: no ``neck`` (C4: heads read backbone maps); no ``roi_heads`` (RPN only: the
-    proposals, with objectness scores, are the detections); no ``rpn`` (Fast R-CNN:
-    ``proposals`` given to ``forward``, in the input images' pixels).
+    - ``dense_head``: ``RPN`` (class-agnostic) or ``RetinaNet`` (classifying); None for
+      Fast R-CNN, whose proposals are given to ``forward`` in the input images' pixels.
+    - ``roi_heads``: box head with optional mask / keypoint branches, on the dense head's
+      outputs as proposals; None when the dense head's outputs are the result (an RPN's
+      proposals, RetinaNet's detections).
+    - ``neck``: None for C4 (heads read backbone maps).
 
     ``images``: (3, H, W) tensors already resized and normalised by the data pipeline in
     the model's ``pixel_format`` (built from ``input_format``, ``pixel_scale``,
@@ -33,7 +38,7 @@ class TwoStageDetector(nn.Module):
         *,
         backbone: nn.Module,
         neck: nn.Module | None,
-        rpn: RPN | None,
+        dense_head: RPN | RetinaNet | None,
         roi_heads: RoIHeads | None,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
@@ -42,9 +47,11 @@ class TwoStageDetector(nn.Module):
         size_divisibility: int = 32,
     ) -> None:
         super().__init__()
+        if dense_head is None and roi_heads is None:
+            raise ValueError("DetectionModel needs a dense head, RoI heads, or both")
         self.backbone = backbone
         self.neck = neck
-        self.rpn = rpn
+        self.dense_head = dense_head
         self.roi_heads = roi_heads
         self.pixel_format = PixelFormat(
             channel_order=input_format, scale=float(pixel_scale), mean=tuple(pixel_mean), std=tuple(pixel_std)
@@ -54,6 +61,27 @@ class TwoStageDetector(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def final_head(self) -> nn.Module:
+        """The head whose outputs are the model's: the RoI heads, else the dense head."""
+        return self.roi_heads if self.roi_heads is not None else self.dense_head
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the outputs (1 for an RPN's class-agnostic proposals)."""
+        return self.final_head.num_classes
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What ``forward`` predicts: ``("proposals",)`` for an RPN, else ``"boxes"`` and
+        any of ``"masks"``, ``"keypoints"``."""
+        return self.final_head.outputs
+
+    @property
+    def needs_proposals(self) -> bool:
+        """True for Fast R-CNN: proposals come with the data."""
+        return self.dense_head is None
 
     def preprocess(self, images: Sequence[Tensor], original_sizes: Sequence[Size] | None) -> ImageBatch:
         images = [im.to(self.device) for im in images]
@@ -74,15 +102,14 @@ class TwoStageDetector(nn.Module):
         if self.neck is not None:
             features = self.neck(features)
         losses = {}
-        if self.rpn is not None:
-            proposals, losses = self.rpn(features, batch, targets)
+        if self.dense_head is not None:
+            results, losses = self.dense_head(features, batch, targets)
         elif proposals is None:
-            raise ValueError("this model has no RPN (Fast R-CNN): pass proposals=[Instances, ...] per image")
+            raise ValueError("this model has no dense head (Fast R-CNN): pass proposals=[Instances, ...] per image")
         else:
-            proposals = [p.to(self.device) for p in proposals]
-        results = proposals
+            results = [p.to(self.device) for p in proposals]
         if self.roi_heads is not None:
-            results, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, targets)
+            results, roi_losses = self.roi_heads(features, results, batch.image_sizes, targets)
             losses.update(roi_losses)
         if self.training:
             return losses
