@@ -109,9 +109,13 @@ def test_conv_ws_standardizes():
     w = conv.standardized_weight().flatten(1)
     torch.testing.assert_close(w.mean(1), torch.zeros(8), atol=1e-5, rtol=0)
     torch.testing.assert_close(w.std(1), torch.ones(8), atol=1e-4, rtol=0)
+    # a WS conv is a plain conv with the standardised weights, computed here independently
+    raw = conv.weight.detach()
+    mean, std = raw.mean(dim=(1, 2, 3), keepdim=True), raw.std(dim=(1, 2, 3), keepdim=True)
     x = torch.randn(1, 4, 8, 8)
-    expected = nn.functional.conv2d(x, conv.standardized_weight(), padding=1)
+    expected = nn.functional.conv2d(x, (raw - mean) / (std + 1e-5), padding=1)
     torch.testing.assert_close(conv(x), expected)
+    assert not torch.allclose(conv(x), nn.functional.conv2d(x, raw, padding=1), atol=1e-2)
     assert conv_class(True) is ConvWS2d and conv_class(False) is nn.Conv2d
 
 

@@ -125,8 +125,24 @@ def test_config_name_follows_the_scheme_and_matches_the_contents(path):
             assert model["dense_head"]["in_features"] == ["c4"]
         if model["roi_heads"] is not None:
             assert model["roi_heads"]["box_head"] == {"type": "res5"}
-    elif m["neck"] == "fpn":
-        assert model["neck"]["type"] == "FPN"
+    else:
+        assert model["neck"]["type"] == {"fpn": "FPN", "nasfpn": "NASFPN"}.get(m["neck"], "FPG")
+        if m["neck"].startswith("fpg-chn"):  # the neck's width is set once, in the neck
+            assert model["neck"]["out_channels"] == int(m["neck"][len("fpg-chn"):])
+
+    # norm: gn-all / gn_ws-all put GroupNorm (+ weight standardisation) in the backbone,
+    # the neck, a 4conv1fc box head and the mask head
+    if m["norm"]:
+        ws = m["norm"] == "gn_ws-all"
+        box = model["roi_heads"]["box_head"]
+        assert (bb["norm"], model["neck"]["norm"], box["norm"]) == ("GN",) * 3
+        assert (box["num_convs"], box["num_fcs"]) == (4, 1)
+        assert bb.get("conv_ws", False) == model["neck"].get("conv_ws", False) == box.get("conv_ws", False) == ws
+        if model["roi_heads"].get("mask") is not None:
+            head = model["roi_heads"]["mask"]["head"]
+            assert head["norm"] == "GN" and head.get("conv_ws", False) == ws
+    else:
+        assert bb.get("norm", "FrozenBN") != "GN" and not bb.get("conv_ws", False)
 
     # model kind: which stages and branches exist
     roi = model["roi_heads"]
@@ -160,7 +176,9 @@ def test_config_name_follows_the_scheme_and_matches_the_contents(path):
     # schedule
     assert cfg["schedule"] == m["schedule"]
     assert resolve_schedule(cfg["schedule"], iters_per_epoch=100, batch_size=16).max_iters > 0
-    assert cfg["optim"]["base_batch_size"] == 16
+    crop = "crop640" in extras  # NAS-FPN / FPG recipe: crop training at batch 64
+    assert cfg["optim"]["base_batch_size"] == (64 if crop else 16)
+    assert (data["crop_size"] is not None) == crop
     assert set(cfg) <= {"model", "data", "optim", "schedule", "runtime"}
 
 
@@ -180,25 +198,29 @@ def one_thread():
 
 def narrow(cfg: dict) -> dict:
     """Stand-in widths: stem 16 (ResNeXt 64x4d needs >= 16 for a non-zero bottleneck width),
-    16-channel FPN, 32-wide fc head, 16-channel mask / keypoint convs; score threshold 0 so
-    that inference reaches the mask and keypoint branches of an untrained model."""
+    16-channel necks and head convs, 32-wide fc head (GN models: 32 everywhere, GN's group
+    count); score threshold 0 so that inference reaches the mask and keypoint branches of
+    an untrained model."""
     model = cfg["model"]
-    new: dict = {"backbone": {"stem_width": 16}}
+    width = 32 if model["backbone"].get("norm") == "GN" else 16
+    new: dict = {"backbone": {"stem_width": width}}
     sets = []
     if model["neck"] is not None:
-        sets.append("model.neck.out_channels=16")
+        sets.append(f"model.neck.out_channels={width}")
     if model["dense_head"] is not None and model["dense_head"]["type"] == "retina":
         sets.append("model.dense_head.score_thresh=0.0")
-        sets.append("model.dense_head.head.conv_dim=16")
+        sets.append(f"model.dense_head.head.conv_dim={width}")
     roi = model["roi_heads"]
     if roi is not None:
         sets.append("model.roi_heads.score_thresh=0.0")
         sets.append("model.roi_heads.batch_size_per_image=64")
         if "fc_dim" in roi["box_head"]:
             sets.append("model.roi_heads.box_head.fc_dim=32")
+        if "conv_dim" in roi["box_head"]:
+            sets.append(f"model.roi_heads.box_head.conv_dim={width}")
         for branch in ("mask", "keypoint"):
             if roi.get(branch) is not None and "conv_dim" in roi[branch]["head"]:
-                sets.append(f"model.roi_heads.{branch}.head.conv_dim=16")
+                sets.append(f"model.roi_heads.{branch}.head.conv_dim={width}")
     # stem_width is not a key of the config files: merge it in (apply_overrides sets existing keys only)
     return apply_overrides(merge(cfg, {"model": new}), sets)
 

@@ -38,8 +38,8 @@ def test_explicit_specs(spec, expected):
 
 
 def test_schedule_errors():
-    with pytest.raises(ValueError, match="unknown schedule '3x'; valid names: 1x, 2x, 20_23_24e, 50e, s1x"):
-        resolve_schedule("3x", iters_per_epoch=10, batch_size=2)
+    with pytest.raises(ValueError, match="unknown schedule '4x'; valid names: 1x, 2x, 3x, 20_23_24e, 50e, s1x"):
+        resolve_schedule("4x", iters_per_epoch=10, batch_size=2)
     with pytest.raises(ValueError, match=r"unknown keys \['epoch'\]"):
         resolve_schedule({"epoch": 3, "steps": (2,)}, iters_per_epoch=10, batch_size=2)
     with pytest.raises(ValueError, match="exactly one of 'epochs' or 'iters'"):
@@ -95,3 +95,20 @@ def test_state_dict_round_trip():
     assert resumed.last_epoch == 650 and resumed_optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
     assert run_to(resumed_optimizer, resumed, 850) == pytest.approx(run_to(optimizer, scheduler, 850))
     assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx(0.0002)
+
+
+def test_norm_parameters_can_skip_weight_decay():
+    """The crop640 recipe (norm_weight_decay=0): BN / GN weights and biases in a group of
+    their own without decay, every other trainable parameter with the weight decay."""
+    from torch import nn
+
+    from detzoo.engine.trainer import param_groups
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1), nn.GroupNorm(2, 8))
+    model[0].weight.requires_grad_(False)
+    (plain,) = param_groups(model, 1e-4, None)
+    assert plain["weight_decay"] == 1e-4 and len(plain["params"]) == 7
+    others, norms = param_groups(model, 1e-4, 0.0)
+    assert others["weight_decay"] == 1e-4 and norms["weight_decay"] == 0.0
+    assert {id(p) for p in norms["params"]} == {id(p) for m in (model[1], model[3]) for p in m.parameters()}
+    assert {id(p) for p in others["params"]} == {id(model[0].bias), id(model[2].weight), id(model[2].bias)}

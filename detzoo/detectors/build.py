@@ -23,9 +23,11 @@ from detzoo.heads.retina import RetinaNet, RetinaNetHead
 from detzoo.heads.rpn import RPN, RPNHead
 from detzoo.layers.anchors import AnchorGenerator
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
+from detzoo.necks.fpg import FPG
 from detzoo.necks.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from detzoo.necks.nas_fpn import NASFPN
 
-NECKS: dict[str, type[nn.Module]] = {"FPN": FPN}
+NECKS: dict[str, type[nn.Module]] = {"FPN": FPN, "NASFPN": NASFPN, "FPG": FPG}
 TOP_BLOCKS = ("maxpool", "p6p7")
 DENSE_HEADS = ("rpn", "retina")
 

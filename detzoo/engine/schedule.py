@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 SCHEDULES: dict[str, dict] = {
     "1x": {"epochs": 12, "steps": (8, 11)},
     "2x": {"epochs": 24, "steps": (16, 22)},
+    "3x": {"epochs": 36, "steps": (28, 34)},
     "20_23_24e": {"epochs": 24, "steps": (20, 23)},
     "50e": {"epochs": 50, "steps": (30, 40)},
     "s1x": {"iters": 130_000, "steps": (100_000, 120_000), "batch_size": 16},  # Detectron

@@ -25,6 +25,7 @@ from detzoo.engine.checkpoint import get_rng_state, load_checkpoint, save_checkp
 from detzoo.engine.evaluate import evaluate, model_inputs
 from detzoo.engine.schedule import WarmupMultiStepLR, resolve_schedule, scale_lr
 from detzoo.evaluation.coco import format_table
+from detzoo.layers.norm import is_norm
 
 CONFIG_KEYS = ("model", "data", "optim", "schedule", "runtime")
 OPTIM_KEYS = (
@@ -32,6 +33,7 @@ OPTIM_KEYS = (
     "base_batch_size",
     "momentum",
     "weight_decay",
+    "norm_weight_decay",
     "warmup_iters",
     "warmup_factor",
     "gamma",
@@ -55,6 +57,23 @@ def _checkpoint_meta(cfg: Mapping[str, Any], dataset) -> dict[str, Any]:
         "cat_ids": list(dataset.cat_ids),
         "detzoo_version": detzoo.__version__,
     }
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, norm_weight_decay: float | None) -> list[dict]:
+    """The trainable parameters as SGD groups: the parameters of norm layers (BN, SyncBN,
+    GN) decay by ``norm_weight_decay`` when it is set (mmdetection's ``norm_decay_mult``;
+    the crop640 recipe sets 0), every other one by ``weight_decay``."""
+    if norm_weight_decay is None:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    norm_ids = {id(p) for m in model.modules() if is_norm(m) for p in m.parameters(recurse=False)}
+    groups = {True: [], False: []}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups[id(p) in norm_ids].append(p)
+    return [
+        {"params": groups[False], "weight_decay": weight_decay},
+        {"params": groups[True], "weight_decay": norm_weight_decay},
+    ]
 
 
 def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -89,10 +108,9 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
     schedule = resolve_schedule(cfg["schedule"], iters_per_epoch=iters_per_epoch, batch_size=batch)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
-        params,
+        param_groups(model, optim["weight_decay"], optim["norm_weight_decay"]),
         lr=scale_lr(optim["lr"], base_batch_size=optim["base_batch_size"], batch_size=batch),
         momentum=optim["momentum"],
-        weight_decay=optim["weight_decay"],
     )
     scheduler = WarmupMultiStepLR(
         optimizer,

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["NORMS", "ConvWS2d", "FrozenBatchNorm2d", "build_norm", "conv_class", "is_batch_norm"]
+__all__ = ["NORMS", "ConvWS2d", "FrozenBatchNorm2d", "build_norm", "conv_class", "is_batch_norm", "is_norm"]
 
 NORMS = ("FrozenBN", "BN", "SyncBN", "GN")
 
@@ -57,3 +57,9 @@ def build_norm(norm: str, num_channels: int, *, num_groups: int = 32) -> nn.Modu
 def is_batch_norm(module: nn.Module) -> bool:
     """True for BN layers that track batch statistics (BN, SyncBN); False for FrozenBN and GN."""
     return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """True for every trainable norm layer (BN, SyncBN, GN), whose parameters the crop640
+    recipe keeps out of weight decay."""
+    return isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, nn.GroupNorm))

@@ -25,19 +25,25 @@ class LastLevelP6P7(nn.Module):
     """Two extra levels (RetinaNet): P6 = 3x3 stride-2 conv of ``in_feature`` (the
     backbone's ``c5`` as detectron2 and mmdetection, or the top output ``p5`` as
     torchvision), P7 = 3x3 stride-2 conv of P6, after a ReLU when ``relu_before_p7``
-    (torchvision, detectron2; mmdetection's RetinaNet configs have none)."""
+    (torchvision, detectron2; mmdetection's RetinaNet configs have none). With ``norm``
+    each conv is followed by that norm (mmdetection's FPN with a norm, crop640 recipe)."""
 
     num_levels = 2
 
-    def __init__(self, *, in_channels: int, out_channels: int, in_feature: str, relu_before_p7: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        in_feature: str,
+        relu_before_p7: bool = True,
+        norm: str | None = None,
+    ) -> None:
         super().__init__()
         self.in_feature = in_feature
         self.relu_before_p7 = relu_before_p7
-        self.p6 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
-        self.p7 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
-        for conv in (self.p6, self.p7):
-            nn.init.kaiming_uniform_(conv.weight, a=1)
-            nn.init.zeros_(conv.bias)
+        self.p6 = conv_norm(in_channels, out_channels, 3, norm=norm, stride=2)
+        self.p7 = conv_norm(out_channels, out_channels, 3, norm=norm, stride=2)
 
     def forward(self, outputs: Mapping[str, Tensor], features: Mapping[str, Tensor]) -> list[Tensor]:
         p6 = self.p6(features[self.in_feature] if self.in_feature in features else outputs[self.in_feature])
@@ -46,7 +52,8 @@ class LastLevelP6P7(nn.Module):
 
 class FPN(nn.Module):
     """Top-down pyramid over backbone maps (``in_features``, consecutive, e.g. c2-c5):
-    1x1 lateral convs, nearest x2 upsampling and sum, 3x3 output convs, giving ``p2..p5``,
+    1x1 lateral convs (with ``norm`` when ``lateral_norm``), nearest x2 upsampling and sum,
+    3x3 output convs (with ``norm``), giving ``p2..p5``,
     then the levels of ``top_block`` (``LastLevelMaxPool``: p6; ``LastLevelP6P7``: p6, p7),
     each at twice the stride of the one below.
 
@@ -62,6 +69,7 @@ class FPN(nn.Module):
         in_features: tuple[str, ...] = ("c2", "c3", "c4", "c5"),
         out_channels: int = 256,
         norm: str | None = None,
+        lateral_norm: bool = True,
         conv_ws: bool = False,
         top_block: LastLevelMaxPool | LastLevelP6P7 | None = None,
     ) -> None:
@@ -71,7 +79,8 @@ class FPN(nn.Module):
             raise ValueError(f"FPN: in_features {unknown} are not produced by the backbone ({list(in_channels)})")
         self.in_features = list(in_features)
         self.lateral_convs = nn.ModuleList(
-            conv_norm(in_channels[f], out_channels, 1, norm=norm, conv_ws=conv_ws) for f in self.in_features
+            conv_norm(in_channels[f], out_channels, 1, norm=norm if lateral_norm else None, conv_ws=conv_ws)
+            for f in self.in_features
         )
         self.output_convs = nn.ModuleList(
             conv_norm(out_channels, out_channels, 3, norm=norm, conv_ws=conv_ws) for _ in self.in_features

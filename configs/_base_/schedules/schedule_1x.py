@@ -6,6 +6,7 @@ optim = dict(
     base_batch_size=16,
     momentum=0.9,
     weight_decay=1e-4,
+    norm_weight_decay=None,  # None: norm parameters decay like the others
     warmup_iters=500,
     warmup_factor=0.001,
     gamma=0.1,

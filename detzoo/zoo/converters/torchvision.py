@@ -21,7 +21,7 @@ RENAMES: list[tuple[str, str | Callable[[re.Match], str]]] = [
     (r"^backbone\.body\.", "backbone."),
     (r"^backbone\.fpn\.inner_blocks\.(\d+)\.0\.", r"neck.lateral_convs.\1.0."),
     (r"^backbone\.fpn\.layer_blocks\.(\d+)\.0\.", r"neck.output_convs.\1.0."),
-    (r"^backbone\.fpn\.extra_blocks\.", "neck.top_block."),
+    (r"^backbone\.fpn\.extra_blocks\.(p6|p7)\.", r"neck.top_block.\1.0."),
     (r"^head\.classification_head\.conv\.(\d+)\.0\.", r"dense_head.head.cls_convs.\1.0."),
     (r"^head\.classification_head\.cls_logits\.", "dense_head.head.cls_logits."),
     (r"^head\.regression_head\.conv\.(\d+)\.0\.", r"dense_head.head.box_convs.\1.0."),

@@ -1,0 +1,17 @@
+"""Faster R-CNN, pytorch-style R-101, FPN, GN + Weight Standardization everywhere, 1x.
+
+Seed row: mmdetection GN+WS, Faster R-CNN R-101-FPN pytorch GN+WS 1x: Mem 8.9 GB,
+inference 9.0 fps, box AP 41.7.
+
+As mmdetection's config of that row: GN (32 groups) and weight-standardised convs in the
+backbone, the FPN, the 4conv1fc box head; the RPN head unchanged. The
+backbone would start from the GN+WS ImageNet weights of the WS authors."""
+
+_base_ = [
+    "../_base_/models/faster_rcnn_r50_fpn.py",
+    "../_base_/models/gn_ws_all.py",
+    "../_base_/datasets/coco_detection.py",
+    "../_base_/schedules/schedule_1x.py",
+    "../_base_/default_runtime.py",
+]
+model = dict(backbone=dict(depth=101))

@@ -1,0 +1,27 @@
+"""Faster R-CNN, pytorch-style R-50, FPG-chn128, crop640 recipe, 50 epochs.
+
+Seed row: mmdetection FPG, Faster R-CNN FPG-chn128 50e: Mem 11.9 GB, box AP 41.2
+(checkpoint faster_rcnn_r50_fpg-chn128_crop640_50e_coco-24257de9.pth).
+
+As mmdetection's ``faster-rcnn_r50_fpg-chn128_crop640-50e_coco``: FPG of 9 stages over C2-C5 (P6 by max-pool of the top lateral), SyncBN with gradients in the grid; batch padded to /64.
+
+chn128: the neck is 128 channels wide; every head that reads it (RPN conv, RoI pooling, box and mask heads) takes that width from the neck's own outputs."""
+
+_base_ = [
+    "../_base_/models/faster_rcnn_r50_fpn.py",
+    "../_base_/models/crop640_syncbn.py",
+    "../_base_/datasets/coco_detection_crop640.py",
+    "../_base_/schedules/schedule_crop640_50e.py",
+    "../_base_/default_runtime.py",
+]
+model = dict(
+    size_divisibility=64,
+    neck=dict(
+        _delete_=True,
+        type="FPG",
+        in_features=["c2", "c3", "c4", "c5"],
+        out_channels=128,
+        num_stages=9,
+        norm="SyncBN",
+    ),
+)
