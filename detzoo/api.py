@@ -15,7 +15,7 @@ from detzoo.data.coco import read_image
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
-from detzoo.engine.checkpoint import load_checkpoint
+from detzoo.engine.checkpoint import CheckpointError, load_checkpoint
 from detzoo.structures import Instances
 
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -95,6 +95,54 @@ class Detector(nn.Module):
         return out
 
 
+def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str | Path) -> None:
+    """Load ``state`` strictly into ``model``; a mismatch is a ``CheckpointError`` naming
+    ``source`` and the first missing / unexpected keys and mismatched shapes. BN's
+    ``num_batches_tracked`` counters are bookkeeping, not weights: one side may lack them
+    (frozen BN has none; converters drop them)."""
+    counter = "num_batches_tracked"
+    own = model.state_dict()
+    state = {**{k: v for k, v in own.items() if k.endswith(counter)},
+             **{k: v for k, v in state.items() if not k.endswith(counter) or k in own}}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = [
+        f"{len(items)} {what}: {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(f"checkpoint {source} does not fit the model of its config: " + "; ".join(problems))
+    model.load_state_dict(state)
+
+
+def build_detector(
+    cfg: Mapping[str, Any], checkpoint: Mapping[str, Any], *, overrides: Sequence[str] = (), source: str | Path = "",
+) -> Detector:
+    """The ``Detector`` of ``cfg`` with the conventions ``checkpoint`` records applied, then
+    ``overrides``, and its weights (if it has any) loaded strictly."""
+    meta = checkpoint.get("meta", {})
+    cfg = apply_overrides(config_with_meta(cfg, meta), overrides)
+    model = build_model(cfg["model"])
+    if "model" in checkpoint:
+        load_state(model, checkpoint["model"], source)
+    if "proposals" in model.outputs:  # an RPN: class-agnostic proposals
+        class_names, cat_ids = ["object"], [1]
+    else:
+        num_classes = model.num_classes
+        class_names = meta.get("class_names") or [f"class_{i}" for i in range(num_classes)]
+        cat_ids = meta.get("cat_ids") or list(range(1, num_classes + 1))
+    return Detector(
+        model=model,
+        class_names=class_names,
+        cat_ids=cat_ids,
+        transform=build_transform(cfg["data"], model.pixel_format, train=False),
+        config=cfg,
+    )
+
+
 def load_model(
     config_or_name: str | Path | None = None,
     checkpoint: str | Path | None = None,
@@ -115,20 +163,4 @@ def load_model(
         cfg = meta["config"]
     else:
         raise ValueError(f"checkpoint {checkpoint} stores no config; pass one")
-    cfg = apply_overrides(config_with_meta(cfg, meta), overrides)
-    model = build_model(cfg["model"])
-    if "model" in ckpt:
-        model.load_state_dict(ckpt["model"])
-    if "proposals" in model.outputs:  # an RPN: class-agnostic proposals
-        class_names, cat_ids = ["object"], [1]
-    else:
-        num_classes = model.num_classes
-        class_names = meta.get("class_names") or [f"class_{i}" for i in range(num_classes)]
-        cat_ids = meta.get("cat_ids") or list(range(1, num_classes + 1))
-    return Detector(
-        model=model,
-        class_names=class_names,
-        cat_ids=cat_ids,
-        transform=build_transform(cfg["data"], model.pixel_format, train=False),
-        config=cfg,
-    ).to(device).eval()
+    return build_detector(cfg, ckpt, overrides=overrides, source=checkpoint or "").to(device).eval()

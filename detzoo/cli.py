@@ -58,14 +58,19 @@ def cmd_infer(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from detzoo.api import load_model
+    from detzoo.api import build_detector
+    from detzoo.config import load_config
     from detzoo.engine.checkpoint import load_checkpoint, save_checkpoint
-    from detzoo.zoo.converters import torchvision as tv
+    from detzoo.zoo.converters import mmdet, torchvision
 
-    state = load_checkpoint(args.src)
-    converted = tv.convert(state.get("model", state))
+    checkpoint = load_checkpoint(args.src)
+    if args.source == "torchvision":
+        converted = torchvision.convert(checkpoint.get("model", checkpoint))
+    else:
+        converted = mmdet.convert(checkpoint)
+    # the result must load strictly into the config before anything is written
+    build_detector(load_config(args.config), converted, source=args.src)
     save_checkpoint(args.out, converted)
-    load_model(args.config, args.out)  # proves the result loads strictly into the config
     print(f"wrote {args.out}")
 
 
@@ -112,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--score-thresh", type=float, default=0.5)
 
     p = sub.add_parser("convert", help="convert another toolbox's checkpoint")
-    p.add_argument("--from", dest="source", choices=["torchvision"], required=True)
+    p.add_argument("--from", dest="source", choices=["torchvision", "mmdet"], required=True)
     p.add_argument("src")
     p.add_argument("--config", required=True, help="the detzoo config the result must load into")
     p.add_argument("--out", required=True)

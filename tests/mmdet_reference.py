@@ -80,3 +80,101 @@ def mmdet_config_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(path)
     return path
+
+
+def build_mmdet_model(name: str):
+    """mmdetection's own model for its shipped config ``name``, with ``cfg`` attached as
+    ``mmdet.apis.init_detector`` does (its pretrained-weight init is never run)."""
+    import_mmdet()
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+
+    cfg = Config.fromfile(mmdet_config_path(name))
+    model = MODELS.build(cfg.model)
+    model.cfg = cfg
+    return model.eval()
+
+
+@torch.no_grad()
+def condition_weights(model: torch.nn.Module, calibration_image, *, seed: int = 0, cls_scale: float = 3.0,
+                      retina_scale: float = 0.3, retina_prior: float = -2.5) -> None:
+    """Seeded random weights that keep a deep detector well-conditioned, so that a correct
+    port agrees to rounding and a wrong one does not:
+
+    * convs and fcs: normal with variance 1 / fan-in (activations keep their scale); biases
+      small; norm affine parameters random in [0.5, 1.5] / [-0.2, 0.2];
+    * residual gains: the last norm of every ResNet block scaled to [0.1, 0.3], so rounding
+      differences do not grow block after block;
+    * BN running statistics: the per-channel mean / variance of their actual input on
+      ``calibration_image`` (a pre-hook during one inference pass), i.e. non-trivial;
+    * scores: the RoI classifier's weights times ``cls_scale`` and RetinaNet's class bias
+      at ``retina_prior``, so that detections clear the 0.05 threshold; RetinaNet's class
+      and box convs times ``retina_scale``, so that its scores stay below saturation
+      (ties at 1.0 would make the order arbitrary) and its boxes near their anchors.
+    """
+    from mmdet.apis import inference_detector
+    from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
+
+    g = torch.Generator().manual_seed(seed)
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            fan_in = m.weight[0].numel() if not isinstance(m, torch.nn.ConvTranspose2d) else m.weight.shape[0]
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / fan_in**0.5)
+            if m.bias is not None:
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
+        elif isinstance(m, norms):
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2)
+    for m in model.modules():
+        if isinstance(m, (Bottleneck, BasicBlock)):
+            last = m.norm3 if isinstance(m, Bottleneck) else m.norm2
+            last.weight.copy_(torch.rand(last.weight.shape, generator=g) * 0.2 + 0.1)
+    roi_head = getattr(model, "roi_head", None)
+    if roi_head is not None:
+        roi_head.bbox_head.fc_cls.weight.mul_(cls_scale)
+    bbox_head = getattr(model, "bbox_head", None)
+    if bbox_head is not None:
+        bbox_head.retina_cls.weight.mul_(retina_scale)
+        bbox_head.retina_reg.weight.mul_(retina_scale)
+        bbox_head.retina_cls.bias.fill_(retina_prior)
+
+    def calibrate(module, inputs):
+        x = inputs[0]
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3)))
+
+    hooks = [m.register_forward_pre_hook(calibrate) for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    try:
+        inference_detector(model, calibration_image)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def mmdet_predict(model, images: list) -> list[dict]:
+    """mmdetection's own inference (``mmdet.apis.inference_detector``: its test pipeline,
+    data preprocessor and post-processing) on image paths: per image boxes, scores,
+    labels (and masks) as numpy arrays, in original image pixels."""
+    from mmdet.apis import inference_detector
+
+    out = []
+    for image in images:
+        pred = inference_detector(model, str(image)).pred_instances
+        item = {k: pred[k].numpy() for k in ("bboxes", "scores", "labels")}
+        if "masks" in pred:
+            item["masks"] = pred["masks"].numpy().astype(bool)
+        out.append(item)
+    return out
+
+
+def save_mmdet_checkpoint(model, path, classes) -> None:
+    """As mmengine's runner writes it: ``state_dict`` and ``meta`` with the dataset's class
+    names and the config text."""
+    torch.save(
+        {"state_dict": model.state_dict(),
+         "meta": {"dataset_meta": {"classes": tuple(classes)}, "cfg": model.cfg.pretty_text}},
+        path,
+    )

@@ -5,7 +5,7 @@ Seed row: mmdetection FPG, Faster R-CNN FPG-chn128 50e: Mem 11.9 GB, box AP 41.2
 
 As mmdetection's ``faster-rcnn_r50_fpg-chn128_crop640-50e_coco``: FPG of 9 stages over C2-C5 (P6 by max-pool of the top lateral), SyncBN with gradients in the grid; batch padded to /64.
 
-chn128: the neck is 128 channels wide; every head that reads it (RPN conv, RoI pooling, box and mask heads) takes that width from the neck's own outputs."""
+chn128: the neck is 128 channels wide; every head that reads it (RPN conv, RoI pooling, box and mask heads) takes that width from the neck's own outputs (the RPN conv still widens to 256, as in mmdetection)."""
 
 _base_ = [
     "../_base_/models/faster_rcnn_r50_fpn.py",
@@ -24,4 +24,5 @@ model = dict(
         num_stages=9,
         norm="SyncBN",
     ),
+    dense_head=dict(head=dict(conv_dim=256)),  # mmdetection's RPN conv widens to 256
 )

@@ -140,15 +140,17 @@ def _roi_heads(roi_cfg: Mapping[str, Any], source: nn.Module, backbone: ResNet) 
 
 
 def _dense_head(cfg: Mapping[str, Any], source: nn.Module) -> RPN | RetinaNet:
-    """``type="rpn"``: class-agnostic proposals; ``type="retina"``: RetinaNet, whose
-    ``num_classes`` and ``head`` (RetinaNetHead arguments) are keys of this section."""
+    """``type="rpn"``: class-agnostic proposals, with an optional ``head`` (RPNHead
+    arguments); ``type="retina"``: RetinaNet, whose ``num_classes`` and ``head``
+    (RetinaNetHead arguments) are keys of this section."""
     section = "model.dense_head"
     kind, rest = _typed(section, cfg, DENSE_HEADS)
     (anchor_cfg,), rest = _split(section, rest, "anchor_generator")
     strides, channels = _inputs(section, source, rest)
     anchors = _build(AnchorGenerator, f"{section}.anchor_generator", anchor_cfg, strides=strides)
     if kind == "rpn":
-        head = RPNHead(in_channels=channels, num_anchors=anchors.num_anchors)
+        head_cfg = rest.pop("head", {})
+        head = _build(RPNHead, f"{section}.head", head_cfg, in_channels=channels, num_anchors=anchors.num_anchors)
         return _build(RPN, section, rest, head=head, anchor_generator=anchors)
     (head_cfg, num_classes), rest = _split(section, rest, "head", "num_classes")
     head = _build(

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from detzoo.heads.box import RoIHeads
 from detzoo.heads.retina import RetinaNet
 from detzoo.heads.rpn import RPN
-from detzoo.layers.mask_ops import paste_masks
+from detzoo.layers.mask_ops import PASTES, paste_masks
 from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_boxes, scale_points
 
 
@@ -30,7 +30,8 @@ class DetectionModel(nn.Module):
     the model's ``pixel_format`` (built from ``input_format``, ``pixel_scale``,
     ``pixel_mean``, ``pixel_std``; see ``PixelFormat``). The model pads the batch with
     zeros to a multiple of ``size_divisibility``. Detections come back in the pixels of
-    ``original_sizes`` when given (else of the input images).
+    ``original_sizes`` when given (else of the input images); masks are pasted into them by
+    the ``mask_paste`` convention (``detzoo.layers.mask_ops.PASTES``).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class DetectionModel(nn.Module):
         input_format: str = "RGB",
         pixel_scale: float = 1.0,
         size_divisibility: int = 32,
+        mask_paste: str = "torchvision",
     ) -> None:
         super().__init__()
         if dense_head is None and roi_heads is None:
@@ -57,6 +59,9 @@ class DetectionModel(nn.Module):
             channel_order=input_format, scale=float(pixel_scale), mean=tuple(pixel_mean), std=tuple(pixel_std)
         )
         self.size_divisibility = size_divisibility
+        if mask_paste not in PASTES:
+            raise ValueError(f"unknown mask_paste {mask_paste!r}; valid: {', '.join(PASTES)}")
+        self.mask_paste = mask_paste
 
     @property
     def device(self) -> torch.device:
@@ -114,17 +119,18 @@ class DetectionModel(nn.Module):
         if self.training:
             return losses
         return [
-            postprocess(r, from_size, to_size)
+            postprocess(r, from_size, to_size, self.mask_paste)
             for r, from_size, to_size in zip(results, batch.image_sizes, batch.original_sizes)
         ]
 
 
-def postprocess(result: Instances, from_size: Size, to_size: Size) -> Instances:
+def postprocess(result: Instances, from_size: Size, to_size: Size, mask_paste: str = "torchvision") -> Instances:
     """Map detections from the resized input image to the original image: boxes and
-    keypoints scaled, masks pasted into the original image and thresholded at 0.5."""
+    keypoints scaled, masks pasted into the original image (``mask_paste`` convention)
+    and thresholded at 0.5."""
     boxes = scale_boxes(result.boxes, from_size, to_size)
     keypoints = None if result.keypoints is None else scale_points(result.keypoints, from_size, to_size)
     masks = result.masks
     if masks is not None:
-        masks = paste_masks(masks, boxes, tuple(to_size)) > 0.5
+        masks = paste_masks(masks, boxes, tuple(to_size), convention=mask_paste) > 0.5
     return replace(result, boxes=boxes, keypoints=keypoints, masks=masks)

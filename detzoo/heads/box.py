@@ -94,6 +94,8 @@ class RoIHeads(nn.Module):
     smaller than ``min_size`` dropped, per-class NMS, best ``detections_per_image``.
     The mask / keypoint branches train on the sampled foreground proposals with their
     matched ground truth and run on the final detections.
+    ``clamp_shrink``: dw / dh also clamped from below when decoding (mmdetection; see
+    ``BoxCoder``).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class RoIHeads(nn.Module):
         min_size: float = 0.0,
         mask: MaskBranch | None = None,
         keypoint: KeypointBranch | None = None,
+        clamp_shrink: bool = False,
     ) -> None:
         super().__init__()
         self.pooler = pooler
@@ -126,7 +129,7 @@ class RoIHeads(nn.Module):
         self.matcher = Matcher(fg_iou, bg_iou, allow_low_quality=False)
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
-        self.box_coder = BoxCoder(box_coder_weights)
+        self.box_coder = BoxCoder(box_coder_weights, clamp_shrink=clamp_shrink)
         self.smooth_l1_beta = smooth_l1_beta
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh

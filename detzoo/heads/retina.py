@@ -93,6 +93,8 @@ class RetinaNet(nn.Module):
     Inference, per image: on each level the ``topk_candidates`` best (anchor, class) pairs
     with probability above ``score_thresh``, decoded and clipped; boxes smaller than
     ``min_size`` dropped; class-wise NMS at ``nms_thresh``; the ``detections_per_image`` best.
+    ``clamp_shrink``: dw / dh also clamped from below when decoding (mmdetection; see
+    ``BoxCoder``).
     """
 
     def __init__(
@@ -112,13 +114,14 @@ class RetinaNet(nn.Module):
         nms_thresh: float = 0.5,
         detections_per_image: int = 100,
         min_size: float = 0.0,
+        clamp_shrink: bool = False,
     ) -> None:
         super().__init__()
         self.head = head
         self.anchor_generator = anchor_generator
         self.in_features = list(in_features)
         self.matcher = Matcher(fg_iou, bg_iou, allow_low_quality=True)
-        self.box_coder = BoxCoder(box_coder_weights)
+        self.box_coder = BoxCoder(box_coder_weights, clamp_shrink=clamp_shrink)
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.smooth_l1_beta = smooth_l1_beta

@@ -16,15 +16,17 @@ from detzoo.structures import ImageBatch, Instances
 
 
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU shared over levels, then 1x1 convs for ``num_anchors`` objectness
+    """3x3 conv to ``conv_dim`` channels (default: ``in_channels``; mmdetection: 256 at any
+    neck width) + ReLU shared over levels, then 1x1 convs for ``num_anchors`` objectness
     logits and ``4 * num_anchors`` box deltas per location (channel ``4a + k`` is delta
     ``k`` of anchor ``a``)."""
 
-    def __init__(self, *, in_channels: int, num_anchors: int) -> None:
+    def __init__(self, *, in_channels: int, num_anchors: int, conv_dim: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
-        self.objectness = nn.Conv2d(in_channels, num_anchors, 1)
-        self.deltas = nn.Conv2d(in_channels, 4 * num_anchors, 1)
+        conv_dim = conv_dim or in_channels
+        self.conv = nn.Conv2d(in_channels, conv_dim, 3, padding=1)
+        self.objectness = nn.Conv2d(conv_dim, num_anchors, 1)
+        self.deltas = nn.Conv2d(conv_dim, 4 * num_anchors, 1)
         for layer in (self.conv, self.objectness, self.deltas):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
@@ -48,6 +50,8 @@ class RPN(nn.Module):
     the ``post_nms_topk`` best over all levels. Losses: binary cross-entropy on
     ``batch_size_per_image`` sampled anchors and smooth-L1 (``beta``; 0 is L1) on the
     positive ones, both normalised by the number of sampled anchors.
+    ``clamp_shrink``: dw / dh also clamped from below when decoding (mmdetection; see
+    ``BoxCoder``).
     """
 
     def __init__(
@@ -67,12 +71,13 @@ class RPN(nn.Module):
         nms_thresh: float = 0.7,
         min_size: float = 0.0,
         smooth_l1_beta: float = 0.0,
+        clamp_shrink: bool = False,
     ) -> None:
         super().__init__()
         self.head = head
         self.anchor_generator = anchor_generator
         self.in_features = list(in_features)
-        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), clamp_shrink=clamp_shrink)
         self.matcher = Matcher(fg_iou, bg_iou, allow_low_quality=True)
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction

@@ -12,11 +12,15 @@ from torch import Tensor
 class BoxCoder:
     """Encodes boxes as (dx, dy, dw, dh) deltas relative to reference boxes, scaled by
     ``weights`` (RPN: 1, 1, 1, 1; RoI heads: 10, 10, 5, 5). dw/dh are clamped at
-    ``log(1000/16)`` when decoding, as in Detectron, detectron2 and torchvision."""
+    ``log(1000/16)`` when decoding, as in Detectron, detectron2 and torchvision; with
+    ``clamp_shrink`` also at ``-log(1000/16)``, as mmdetection does."""
 
-    def __init__(self, weights: Sequence[float], clip: float = math.log(1000.0 / 16)) -> None:
+    def __init__(
+        self, weights: Sequence[float], clip: float = math.log(1000.0 / 16), *, clamp_shrink: bool = False
+    ) -> None:
         self.weights = tuple(float(w) for w in weights)
         self.clip = clip
+        self.min_clip = -clip if clamp_shrink else None
 
     def encode(self, gt: Tensor, reference: Tensor) -> Tensor:
         wx, wy, ww, wh = self.weights
@@ -49,8 +53,8 @@ class BoxCoder:
         deltas = deltas.reshape(deltas.shape[0], deltas.shape[1] // 4, 4)  # also for 0 rows
         dx = deltas[..., 0] / wx
         dy = deltas[..., 1] / wy
-        dw = (deltas[..., 2] / ww).clamp(max=self.clip)
-        dh = (deltas[..., 3] / wh).clamp(max=self.clip)
+        dw = (deltas[..., 2] / ww).clamp(min=self.min_clip, max=self.clip)
+        dh = (deltas[..., 3] / wh).clamp(min=self.min_clip, max=self.clip)
         pred_x = dx * widths[:, None] + ctr_x[:, None]
         pred_y = dy * heights[:, None] + ctr_y[:, None]
         half_w = 0.5 * (torch.exp(dw) * widths[:, None])

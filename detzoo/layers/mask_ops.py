@@ -1,8 +1,11 @@
-"""Mask R-CNN mask targets, loss and pasting, with torchvision's arithmetic.
+"""Mask R-CNN mask targets, loss and pasting.
 
 Targets are the ground-truth masks RoIAligned to each box; the loss is per-pixel binary
-cross-entropy on the box's class channel; at test time the S x S probabilities are
-padded, resized bilinearly to the (integer, slightly expanded) box and pasted.
+cross-entropy on the box's class channel. At test time the S x S probabilities go into
+the image by one of two conventions (``PASTES``): torchvision's (padded, resized
+bilinearly to the integer, slightly expanded box, pasted) or detectron2 / mmdetection's
+(each image pixel centre sampled bilinearly from the mask at its position in the
+floating-point box, ``grid_sample``).
 """
 
 from __future__ import annotations
@@ -56,12 +59,22 @@ def _expand_boxes(boxes: Tensor, scale: float) -> Tensor:
     return torch.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], dim=1)
 
 
-def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, padding: int = 1) -> Tensor:
+def paste_masks(
+    masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, convention: str = "torchvision"
+) -> Tensor:
     """(N, S, S) mask probabilities and their (N, 4) boxes in the image's pixels ->
-    (N, H, W) probabilities pasted into an image of ``image_size`` (h, w)."""
+    (N, H, W) probabilities pasted into an image of ``image_size`` (h, w), by the
+    ``convention`` of one of ``PASTES``."""
     if masks.dim() != 3:
         raise ValueError(f"paste_masks: masks must be (N, S, S), got {tuple(masks.shape)}")
     _check_boxes(boxes, masks.shape[0], "paste_masks")
+    if convention not in PASTES:
+        raise ValueError(f"paste_masks: unknown convention {convention!r}; valid: {', '.join(PASTES)}")
+    return PASTES[convention](masks, boxes, image_size)
+
+
+def _paste_resize(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], padding: int = 1) -> Tensor:
+    """torchvision's ``paste_masks_in_image``."""
     im_h, im_w = image_size
     size = masks.shape[-1]
     masks = F.pad(masks, (padding,) * 4)
@@ -76,3 +89,25 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, pa
         if right > left and bottom > top:
             dst[top:bottom, left:right] = mask[top - y0 : bottom - y0, left - x0 : right - x0]
     return out
+
+
+def _paste_grid_sample(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """detectron2's / mmdetection's ``_do_paste_mask``: the pixel centre (x + 0.5, y + 0.5)
+    samples the mask bilinearly at its normalised position in the box (zero outside it),
+    one mask at a time over the pixels its box touches (their CPU path)."""
+    im_h, im_w = image_size
+    out = masks.new_zeros((masks.shape[0], im_h, im_w))
+    for mask, dst, box in zip(masks, out, boxes):
+        x0, y0, x1, y1 = box[:, None].unbind(0)
+        left, top = (box[:2].floor() - 1).clamp(min=0).to(torch.int64).tolist()
+        right = int((box[2].ceil() + 1).clamp(max=im_w))
+        bottom = int((box[3].ceil() + 1).clamp(max=im_h))
+        ys = (torch.arange(top, bottom, device=masks.device, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
+        xs = (torch.arange(left, right, device=masks.device, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
+        xs, ys = xs.nan_to_num(posinf=0.0, neginf=0.0), ys.nan_to_num(posinf=0.0, neginf=0.0)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)
+        dst[top:bottom, left:right] = F.grid_sample(mask[None, None].float(), grid[None], align_corners=False)[0, 0]
+    return out
+
+
+PASTES = {"torchvision": _paste_resize, "grid_sample": _paste_grid_sample}

@@ -9,6 +9,7 @@ model = dict(
     input_format="RGB",
     pixel_scale=1.0,
     size_divisibility=32,
+    mask_paste="torchvision",
     backbone=dict(depth=50, style="pytorch", norm="FrozenBN", frozen_stages=2),
     neck=dict(type="FPN", out_channels=256, top_block=dict(type="maxpool")),
     dense_head=dict(
@@ -31,6 +32,7 @@ model = dict(
         nms_thresh=0.7,
         min_size=0.0,
         smooth_l1_beta=0.0,
+        clamp_shrink=False,
     ),
     roi_heads=dict(
         in_features=["p2", "p3", "p4", "p5"],
@@ -47,5 +49,6 @@ model = dict(
         nms_thresh=0.5,
         detections_per_image=100,
         min_size=0.0,
+        clamp_shrink=False,
     ),
 )

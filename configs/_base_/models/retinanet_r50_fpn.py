@@ -14,6 +14,7 @@ model = dict(
     input_format="RGB",
     pixel_scale=1.0,
     size_divisibility=32,
+    mask_paste="torchvision",
     backbone=dict(depth=50, style="pytorch", norm="FrozenBN", frozen_stages=2),
     neck=dict(
         type="FPN",
@@ -42,6 +43,7 @@ model = dict(
         nms_thresh=0.5,
         detections_per_image=100,
         min_size=0.0,
+        clamp_shrink=False,
     ),
     roi_heads=None,
 )
