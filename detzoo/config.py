@@ -37,11 +37,11 @@ def load_config(path_or_name: str | Path) -> dict:
     """Load a config file (path, or bare name looked up under ``config_root()``) with its bases merged."""
     text = str(path_or_name)
     if Path(text).name == text and not text.endswith(".py"):
-        return _load(_find_by_name(text), ())
+        return merge({}, _load(_find_by_name(text), ()))
     path = Path(text).expanduser()
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    return _load(path.resolve(), ())
+    return merge({}, _load(path.resolve(), ()))
 
 
 def merge(base: dict, child: dict) -> dict:
@@ -150,7 +150,10 @@ def _load(path: Path, chain: tuple[Path, ...]) -> dict:
         if not base_path.is_file():
             raise ConfigError(f"{path}: _base_ file {base!r} not found (looked for {base_path})")
         cfg = merge(cfg, _load(base_path, (*chain, path)))
-    return merge(cfg, own)
+    # a file without bases keeps its _delete_ marks: they apply where it is merged as a
+    # base (a fragment in a _base_ list replacing what the bases before it set);
+    # load_config's final merge drops any left
+    return merge(cfg, own) if bases else own
 
 
 def _parse(source: str, filename: str) -> dict:

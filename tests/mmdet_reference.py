@@ -178,3 +178,15 @@ def save_mmdet_checkpoint(model, path, classes) -> None:
          "meta": {"dataset_meta": {"classes": tuple(classes)}, "cfg": model.cfg.pretty_text}},
         path,
     )
+
+
+@torch.no_grad()
+def mmdet_features(model, image) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The padded, normalised input mmdetection makes of an image path (its test pipeline
+    and data preprocessor) and its backbone + neck features on it, bottom level first."""
+    from mmcv.transforms import Compose
+    from mmdet.apis.inference import get_test_pipeline_cfg
+
+    data = Compose(get_test_pipeline_cfg(model.cfg.copy()))(dict(img_path=str(image), img_id=0))
+    batch = model.data_preprocessor({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}, False)
+    return batch["inputs"], list(model.extract_feat(batch["inputs"]))

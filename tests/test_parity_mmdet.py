@@ -18,7 +18,14 @@ import torch
 import detzoo
 from detzoo.cli import main
 
-from mmdet_reference import build_mmdet_model, condition_weights, import_mmdet, mmdet_predict, save_mmdet_checkpoint
+from mmdet_reference import (
+    build_mmdet_model,
+    condition_weights,
+    import_mmdet,
+    mmdet_features,
+    mmdet_predict,
+    save_mmdet_checkpoint,
+)
 
 IMAGES = sorted((Path(__file__).parent / "data" / "coco" / "images").glob("*.jpg"))
 
@@ -30,6 +37,8 @@ ROWS = {
     "retinanet_r50_fpg_crop640_50e_coco": "fpg/retinanet_r50_fpg_crop640_50e_coco",
     "faster_rcnn_r50_fpn_gn_ws-all_1x_coco": "gn+ws/faster-rcnn_r50_fpn_gn-ws-all_1x_coco",
     "mask_rcnn_r50_fpn_gn_ws-all_20_23_24e_coco": "gn+ws/mask-rcnn_r50_fpn_gn-ws-all_20-23-24e_coco",
+    # plain RetinaHead, P6 / P7 from C5 without ReLU (read from the config text in the checkpoint)
+    "retinanet_r50_fpn_1x_coco": "retinanet/retinanet_r50_fpn_1x_coco",
 }
 
 
@@ -70,6 +79,13 @@ def test_converted_mmdet_checkpoint_reproduces_mmdetection(config, tmp_path):
     assert main(["convert", "--from", "mmdet", str(src), "--config", config, "--out", str(dst)]) == 0
 
     detector = detzoo.load_model(config, checkpoint=dst)
+    # every pyramid level, also those no top-100 detection comes from (e.g. P7)
+    inputs, theirs = mmdet_features(reference, IMAGES[0])
+    with torch.no_grad():
+        ours = detector.model.neck(detector.model.backbone(inputs))
+    assert len(ours) == len(theirs)
+    for level, (a, b) in enumerate(zip(ours.values(), theirs)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4, msg=f"level {level}")
     total = 0
     for path, ours, theirs in zip(IMAGES, detector.predict(IMAGES), mmdet_predict(reference, IMAGES)):
         total += len(theirs["bboxes"])

@@ -8,21 +8,9 @@ As mmdetection's ``faster-rcnn_r50_fpg-chn128_crop640-50e_coco``: FPG of 9 stage
 chn128: the neck is 128 channels wide; every head that reads it (RPN conv, RoI pooling, box and mask heads) takes that width from the neck's own outputs (the RPN conv still widens to 256, as in mmdetection)."""
 
 _base_ = [
-    "../_base_/models/faster_rcnn_r50_fpn.py",
-    "../_base_/models/crop640_syncbn.py",
-    "../_base_/datasets/coco_detection_crop640.py",
-    "../_base_/schedules/schedule_crop640_50e.py",
-    "../_base_/default_runtime.py",
+    "./faster_rcnn_r50_fpg_crop640_50e_coco.py",
 ]
 model = dict(
-    size_divisibility=64,
-    neck=dict(
-        _delete_=True,
-        type="FPG",
-        in_features=["c2", "c3", "c4", "c5"],
-        out_channels=128,
-        num_stages=9,
-        norm="SyncBN",
-    ),
+    neck=dict(out_channels=128),
     dense_head=dict(head=dict(conv_dim=256)),  # mmdetection's RPN conv widens to 256
 )

@@ -7,19 +7,9 @@ As mmdetection's ``faster-rcnn_r50_fpg_crop640-50e_coco``: FPG of 9 stages over 
 
 _base_ = [
     "../_base_/models/faster_rcnn_r50_fpn.py",
+    "../_base_/models/fpg.py",
     "../_base_/models/crop640_syncbn.py",
     "../_base_/datasets/coco_detection_crop640.py",
     "../_base_/schedules/schedule_crop640_50e.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(
-    size_divisibility=64,
-    neck=dict(
-        _delete_=True,
-        type="FPG",
-        in_features=["c2", "c3", "c4", "c5"],
-        out_channels=256,
-        num_stages=9,
-        norm="SyncBN",
-    ),
-)

@@ -8,23 +8,6 @@ As mmdetection's ``retinanet_r50_fpg-chn128_crop640_50e_coco``: FPG of 9 stages 
 chn128: the neck is 128 channels wide; the RetinaNet head that reads it takes that width from the neck's own outputs (its own convs stay 256 wide, as in mmdetection)."""
 
 _base_ = [
-    "../_base_/models/retinanet_r50_fpn.py",
-    "../_base_/models/crop640_syncbn.py",
-    "../_base_/datasets/coco_detection_crop640.py",
-    "../_base_/schedules/schedule_crop640_50e.py",
-    "../_base_/default_runtime.py",
+    "./retinanet_r50_fpg_crop640_50e_coco.py",
 ]
-model = dict(
-    size_divisibility=128,
-    neck=dict(
-        _delete_=True,
-        type="FPG",
-        in_features=["c3", "c4", "c5"],
-        out_channels=128,
-        num_stages=9,
-        num_extra_levels=2,
-        extra_downsample="conv",
-        norm="SyncBN",
-    ),
-    dense_head=dict(head=dict(norm="SyncBN"), bg_iou=0.5),
-)
+model = dict(neck=dict(out_channels=128))
