@@ -190,3 +190,12 @@ def mmdet_features(model, image) -> tuple[torch.Tensor, list[torch.Tensor]]:
     data = Compose(get_test_pipeline_cfg(model.cfg.copy()))(dict(img_path=str(image), img_id=0))
     batch = model.data_preprocessor({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}, False)
     return batch["inputs"], list(model.extract_feat(batch["inputs"]))
+
+
+def converted_neck_state(reference_neck: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """An mmdetection neck's state dict through detzoo's mmdet converter (its keys
+    prefixed with ``neck.`` as in a whole detector, then stripped)."""
+    from detzoo.zoo.converters.mmdet import rename_all
+
+    renamed = rename_all({f"neck.{k}": v for k, v in reference_neck.state_dict().items()})
+    return {k[len("neck."):]: v for k, v in renamed.items()}

@@ -4,26 +4,17 @@ narrow widths (9 stages kept), on random weights and backbone features."""
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detzoo.necks.fpg import FPG
-from tests.mmdet_reference import import_mmdet, mmdet_config_path
+from mmdet_reference import converted_neck_state, import_mmdet, mmdet_config_path
 
-# mmdetection FPG state-dict key -> detzoo FPG key; the first matching rule applies.
-MMDET_RENAMES = [
-    (r"^lateral_convs\.(\d+)\.", r"lateral_convs.\1.0."),
-    (r"^extra_downsamples\.(\d+)\.", r"extra_downsamples.\1.0."),
-    (r"^fpn_transitions\.(\d+)\.(\d+)\.(same_up|across_lateral|across_skip)\.conv\.", r"stages.\1.\2.\3.0."),
-    (r"^fpn_transitions\.(\d+)\.(\d+)\.(same_up|across_lateral|across_skip)\.bn\.", r"stages.\1.\2.\3.1."),
-    (r"^fpn_transitions\.(\d+)\.(\d+)\.across_down\.conv\.conv\.", r"stages.\1.\2.across_down.0."),
-    (r"^fpn_transitions\.(\d+)\.(\d+)\.across_down\.conv\.bn\.", r"stages.\1.\2.across_down.1."),
-    (r"^output_transition\.(\d+)\.conv_out\.conv\.", r"output_convs.\1.0."),
-]
+from detzoo.api import load_state
+from detzoo.necks.fpg import FPG
+
 
 BACKBONE_CHANNELS = {"c2": 16, "c3": 32, "c4": 64, "c5": 128}
 BACKBONE_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
@@ -42,12 +33,6 @@ CASES = {
 }
 
 
-def rename(key: str) -> str:
-    for pattern, replacement in MMDET_RENAMES:
-        new, count = re.subn(pattern, replacement, key)
-        if count:
-            return new
-    raise KeyError(f"no MMDET_RENAMES rule for mmdetection key {key!r}")
 
 
 def build_reference(config: str) -> nn.Module:
@@ -117,8 +102,7 @@ def test_matches_mmdetection(config: str, size: tuple[int, int], monkeypatch: py
     randomize(reference)
     reference.eval()
     ours = build_ours(config).eval()
-    result = ours.load_state_dict({rename(k): v for k, v in reference.state_dict().items()}, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    load_state(ours, converted_neck_state(reference), "mmdetection's FPG")  # strict, counters aside
 
     strides = CASES[config][1]
     assert ours.strides == strides

@@ -1,13 +1,14 @@
 """NASFPN against mmdetection 3.3's ``NASFPN`` built from the RetinaNet NAS-FPN config (at
-narrow widths), with mmdetection's state dict renamed by ``MMDET_RENAMES``."""
+narrow widths), with mmdetection's state dict renamed by detzoo's mmdet converter."""
 
 from __future__ import annotations
 
-import re
 
 import pytest
 import torch
-from mmdet_reference import import_mmdet, mmdet_config_path
+from mmdet_reference import converted_neck_state, import_mmdet, mmdet_config_path
+
+from detzoo.api import load_state
 
 from detzoo.necks.nas_fpn import NASFPN, resize_to
 
@@ -19,22 +20,8 @@ OUT_CHANNELS = 16
 # mmcv warns that the cells' conv has a bias before BN; mmdetection builds them that way.
 pytestmark = pytest.mark.filterwarnings("ignore:Unnecessary conv bias:UserWarning")
 
-# mmdetection NASFPN key -> detzoo NASFPN key; every key must match exactly one rule.
-MMDET_RENAMES = [
-    (r"^lateral_convs\.(\d+)\.conv\.(.+)$", r"lateral_convs.\1.0.\2"),
-    (r"^lateral_convs\.(\d+)\.bn\.(.+)$", r"lateral_convs.\1.1.\2"),
-    (r"^extra_downsamples\.(\d+)\.0\.conv\.(.+)$", r"extra_convs.\1.0.\2"),
-    (r"^extra_downsamples\.(\d+)\.0\.bn\.(.+)$", r"extra_convs.\1.1.\2"),
-    (r"^fpn_stages\.(\d+)\.(\w+)\.out_conv\.conv\.(.+)$", r"stages.\1.\2.out_conv.0.\3"),
-    (r"^fpn_stages\.(\d+)\.(\w+)\.out_conv\.bn\.(.+)$", r"stages.\1.\2.out_conv.1.\3"),
-]
 
 
-def rename(key: str) -> str:
-    matches = [re.sub(pat, repl, key) for pat, repl in MMDET_RENAMES if re.match(pat, key)]
-    if len(matches) != 1:
-        raise KeyError(f"{key!r} matches {len(matches)} rename rules")
-    return matches[0]
 
 
 def randomize(model: torch.nn.Module) -> None:
@@ -91,7 +78,7 @@ def test_attributes():
 @pytest.mark.parametrize("image_size", [(320, 256), (200, 152)])
 def test_matches_mmdetection(reference, image_size):
     ours = build_ours()
-    ours.load_state_dict({rename(k): v for k, v in reference.state_dict().items()}, strict=True)
+    load_state(ours, converted_neck_state(reference), "mmdetection's NASFPN")  # strict, counters aside
     ours.eval()
     torch.manual_seed(1)
     features = {  # backbone map sizes: ceil(image / stride)

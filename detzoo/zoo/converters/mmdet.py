@@ -39,9 +39,9 @@ BACKBONE: list[Rule] = [
 # FPN: laterals and output convs are ConvModules (conv + optional norm); output convs past
 # the laterals are RetinaNet's P6 / P7 convs
 FPN: list[Rule] = [
-    (rf"^neck\.lateral_convs\.(\d+)\.conv\.", r"neck.lateral_convs.\1.0."),
+    (r"^neck\.lateral_convs\.(\d+)\.conv\.", r"neck.lateral_convs.\1.0."),
     (rf"^neck\.lateral_convs\.(\d+)\.{NORM}\.", r"neck.lateral_convs.\1.1."),
-    (rf"^neck\.fpn_convs\.(\d+)\.conv\.", r"neck.output_convs.\1.0."),
+    (r"^neck\.fpn_convs\.(\d+)\.conv\.", r"neck.output_convs.\1.0."),
     (rf"^neck\.fpn_convs\.(\d+)\.{NORM}\.", r"neck.output_convs.\1.1."),
 ]
 NAS_FPN: list[Rule] = [
