@@ -118,3 +118,28 @@ def test_converter_rejects_other_checkpoints(tmp_path):
     assert main(["convert", "--from", "torchvision", str(src), "--config", "faster_rcnn_r50_fpn_1x_coco",
                  "--out", str(tmp_path / "x.pth")]) == 2
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_retinanet_training_losses_equal_torchvision(tmp_path):
+    """Focal and L1 losses of one training image with three objects, through the same
+    converted weights: anchor matching, targets and normalisation as torchvision's."""
+    from detzoo.structures import Instances
+
+    model = torchvision_model("retinanet")
+    src, dst = tmp_path / "torchvision.pth", tmp_path / "converted.pth"
+    torch.save(model.state_dict(), src)
+    assert main(["convert", "--from", "torchvision", str(src), "--config", "retinanet_r50_fpn_1x_coco",
+                 "--out", str(dst)]) == 0
+    detector = detzoo.load_model("retinanet_r50_fpn_1x_coco", checkpoint=dst)
+    image = to_tensor(Image.open(IMAGES[0]).convert("RGB"))
+    boxes = torch.tensor([[10.0, 20.0, 200.0, 300.0], [300.0, 50.0, 500.0, 250.0], [100.0, 100.0, 140.0, 160.0]])
+    labels = torch.tensor([5, 17, 1])
+    model.train()
+    detector.model.train()
+    with torch.no_grad():
+        theirs = model([image], [{"boxes": boxes, "labels": labels}])
+        resized = detector.transform(image * 255)[0]
+        scale = torch.tensor([resized.shape[-1] / image.shape[-1], resized.shape[-2] / image.shape[-2]] * 2)
+        ours = detector.model([resized], [Instances(boxes=boxes * scale, labels=labels - 1)])
+    torch.testing.assert_close(ours["loss_retina_cls"], theirs["classification"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(ours["loss_retina_box"], theirs["bbox_regression"], rtol=1e-5, atol=0)
