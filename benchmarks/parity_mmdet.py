@@ -1,6 +1,6 @@
 """The figures behind README's "Proven against mmdetection": for every row of
 tests/test_parity_mmdet.py, the largest box, score and feature differences between
-mmdetection's own inference and detzoo after `detzoo convert --from mmdet`, on the three
+mmdetection's own inference and detzoo after `detzoo convert --from mmdet`, on the
 test images (the test asserts the tolerances; this prints what was measured).
 
     .venv/bin/python benchmarks/parity_mmdet.py
