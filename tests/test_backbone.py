@@ -99,6 +99,9 @@ def test_frozen_bn_loads_bn_checkpoint():
     frozen.load_state_dict(bn.state_dict(), strict=True)  # num_batches_tracked dropped
     assert build_norm("FrozenBN", 4).__class__ is FrozenBatchNorm2d
     assert isinstance(build_norm("SyncBN", 4), nn.SyncBatchNorm)
+    # the crop640 configs train SyncBN in one process too: there it is plain BN
+    x = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(build_norm("SyncBN", 4).train()(x), build_norm("BN", 4).train()(x))
     assert isinstance(build_norm("GN", 64), nn.GroupNorm)
 
 

@@ -37,7 +37,8 @@ def conv_class(ws: bool) -> type[nn.Conv2d]:
 def build_norm(norm: str, num_channels: int, *, num_groups: int = 32) -> nn.Module:
     """A 2d norm layer by name: one of ``NORMS``; ``num_groups`` is used by GN only.
 
-    SyncBN is ``nn.SyncBatchNorm``: it builds anywhere but trains only under torch.distributed.
+    SyncBN is ``nn.SyncBatchNorm``: statistics synchronised across processes under
+    torch.distributed, plain BN in a single process (CPU included).
     """
     if norm == "FrozenBN":
         return FrozenBatchNorm2d(num_channels)
