@@ -11,7 +11,10 @@ pass about 1e-3 of the signal, so from scratch the head and backbone barely move
 iterations: box AP 0.0 after 400 iterations for detzoo and for torchvision's RetinaNet in
 the same setting (lr x5 diverges); 14.3 with BN in the head."""
 
-_base_ = "../../configs/retinanet/retinanet_r50_fpn_1x_coco.py"
+_base_ = [
+    "../../configs/retinanet/retinanet_r50_fpn_1x_coco.py",
+    "../../configs/_base_/synth_shapes_cpu.py",
+]
 model = dict(
     backbone=dict(depth=18, norm="BN", frozen_stages=0),
     neck=dict(out_channels=128),
@@ -23,15 +26,3 @@ model = dict(
         head=dict(conv_dim=128, norm="BN"),
     ),
 )
-data = dict(
-    train=dict(ann_file="demo_out/synth/train/annotations.json", img_dir="demo_out/synth/train/images"),
-    val=dict(ann_file="demo_out/synth/val/annotations.json", img_dir="demo_out/synth/val/images"),
-    train_scales=[128],
-    test_scale=128,
-    max_size=128,
-    images_per_gpu=8,
-    num_workers=1,
-)
-optim = dict(lr=0.04, warmup_iters=100)
-schedule = dict(iters=1000, steps=(750, 900))
-runtime = dict(log_interval=20, checkpoint_interval=200, eval_interval=250)

@@ -10,6 +10,7 @@ _base_ = [
     "../_base_/datasets/coco_detection.py",
     "../_base_/schedules/schedule_1x.py",
     "../_base_/default_runtime.py",
+    "../_base_/synth_shapes_cpu.py",
 ]
 model = dict(
     backbone=dict(depth=18, norm="BN", frozen_stages=0),
@@ -23,15 +24,3 @@ model = dict(
     ),
     roi_heads=dict(num_classes=3, batch_size_per_image=64, box_head=dict(fc_dim=512)),
 )
-data = dict(
-    train=dict(ann_file="demo_out/synth/train/annotations.json", img_dir="demo_out/synth/train/images"),
-    val=dict(ann_file="demo_out/synth/val/annotations.json", img_dir="demo_out/synth/val/images"),
-    train_scales=[128],
-    test_scale=128,
-    max_size=128,
-    images_per_gpu=8,
-    num_workers=1,
-)
-optim = dict(lr=0.04, warmup_iters=100)
-schedule = dict(iters=1000, steps=(750, 900))
-runtime = dict(log_interval=20, checkpoint_interval=200, eval_interval=250)
