@@ -101,6 +101,20 @@ class DetectionModel(nn.Module):
         proposals: Sequence[Instances] | None = None,
     ) -> dict[str, Tensor] | list[Instances]:
         batch = self.preprocess(images, original_sizes)
+        results, losses = self.detect(batch, targets, proposals)
+        if self.training:
+            return losses
+        return self.postprocess(results, batch)
+
+    def detect(
+        self,
+        batch: ImageBatch,
+        targets: Sequence[Instances] | None = None,
+        proposals: Sequence[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, Tensor]]:
+        """The network and its decoding (per-level top-k, NMS): detections in the pixels
+        of the padded batch's images (Detectron's inference time X), and the losses when
+        ``targets`` are given in training."""
         if targets is not None:
             targets = [t.to(self.device) for t in targets]
         features = self.backbone(batch.tensor)
@@ -116,8 +130,11 @@ class DetectionModel(nn.Module):
         if self.roi_heads is not None:
             results, roi_losses = self.roi_heads(features, results, batch.image_sizes, targets)
             losses.update(roi_losses)
-        if self.training:
-            return losses
+        return results, losses
+
+    def postprocess(self, results: Sequence[Instances], batch: ImageBatch) -> list[Instances]:
+        """Detections mapped to ``batch.original_sizes`` (Detectron's post-processing time
+        Y): boxes and keypoints scaled, masks pasted and thresholded."""
         return [
             postprocess(r, from_size, to_size, self.mask_paste)
             for r, from_size, to_size in zip(results, batch.image_sizes, batch.original_sizes)
