@@ -1,22 +1,37 @@
 """Checkpoint files: atomic saving, weights-only loading, RNG state, fetching and publishing.
 
-Loading never unpickles arbitrary objects (``torch.load(weights_only=True)`` only), so a
-checkpoint holds tensors and plain Python data. Published files follow mmdetection's
+Loading never unpickles arbitrary objects: ``.pth`` files go through
+``torch.load(weights_only=True)``, so a checkpoint holds tensors and plain Python data, and
+``.pkl`` files (Detectron's Caffe2 blobs, detectron2's model zoo) through ``load_pickle``.
+
+A pickle names the Python callables that rebuild its objects, and ``pickle.load`` calls
+whatever it names (``os.system`` included). ``load_pickle`` unpickles with an allowlist:
+the numpy functions and classes that rebuild arrays, dtypes and numpy scalars (under both
+``numpy.core`` and numpy 2's ``numpy._core``), ``_codecs.encode`` (how protocol-2 pickles
+of Python 3 store bytes) and the plain containers without opcodes of their own
+(``collections.OrderedDict``, ``set``, ``frozenset``; also as Python 2 spells them). Any
+other global is refused with a ``CheckpointError`` that names the file and the global,
+before anything is called. Python 2 pickles (Detectron's) are read with
+``encoding="latin1"``, which numpy needs to rebuild arrays from Python 2 byte strings. Published files follow mmdetection's
 naming, ``<name>-<sha256[:8]>.pth``, and ``fetch_checkpoint`` checks that prefix the way
 ``torch.hub`` does.
 """
 
 from __future__ import annotations
 
+import codecs
+import collections
 import hashlib
 import os
+import pickle
 import random
 import re
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
+from urllib.error import HTTPError
 from urllib.parse import unquote, urlparse
 from urllib.request import urlopen
 
@@ -58,26 +73,82 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``; errors name the file."""
+    """Load a checkpoint: ``.pkl`` with ``load_pickle``, anything else with
+    ``torch.load(weights_only=True)``; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt file; all mean the same here
-        # the weights-only unpickler wraps the useful message, "Unsupported global: ...", in a long text
-        detail = (str(e.__context__ or e) or type(e).__name__).split(". Please")[0].splitlines()[0]
-        if "Unsupported global" in detail:
+    if path.suffix == ".pkl":
+        state = load_pickle(path)
+    else:
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # torch raises many types for a corrupt file; all mean the same here
+            # the weights-only unpickler wraps the useful message, "Unsupported global: ...", in a long text
+            detail = (str(e.__context__ or e) or type(e).__name__).split(". Please")[0].splitlines()[0]
+            if "Unsupported global" in detail:
+                raise CheckpointError(
+                    f"checkpoint {path} was refused: it holds pickled Python objects ({detail}); "
+                    "it may contain code, and detzoo only loads weights-only checkpoints"
+                ) from e
             raise CheckpointError(
-                f"checkpoint {path} was refused: it holds pickled Python objects ({detail}); "
-                "it may contain code, and detzoo only loads weights-only checkpoints"
+                f"checkpoint {path} could not be read (truncated or corrupt?): {type(e).__name__}: {detail}"
             ) from e
-        raise CheckpointError(
-            f"checkpoint {path} could not be read (truncated or corrupt?): {type(e).__name__}: {detail}"
-        ) from e
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
+
+
+_ARRAY = np.zeros(1)
+_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1, numpy 2
+_NUMERIC = ("numpy.core.numeric", "numpy._core.numeric")
+# (module, name) as a pickle spells it -> the object it may stand for. The numpy
+# functions are taken from numpy's own reductions, so they are the ones this numpy uses
+# whichever module path the file was written with.
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    **{(module, "_reconstruct"): _ARRAY.__reduce__()[0] for module in _MULTIARRAY},
+    **{(module, "scalar"): np.float32(0).__reduce__()[0] for module in _MULTIARRAY},
+    **{(module, "_frombuffer"): _ARRAY.__reduce_ex__(5)[0] for module in _NUMERIC},  # protocol 5
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    **{(module, "set"): set for module in ("builtins", "__builtin__")},
+    **{(module, "frozenset"): frozenset for module in ("builtins", "__builtin__")},
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, path: Path) -> None:
+        super().__init__(file, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise CheckpointError(
+                f"{self.path} was refused: it holds Python objects detzoo will not run (global {module}.{name}); "
+                "detzoo reads only numpy arrays, numpy scalars and plain containers from .pkl files"
+            ) from None
+
+
+def load_pickle(path: str | Path) -> Any:
+    """The object pickled in ``path``, built only from numpy arrays, numpy scalars and
+    plain containers; a file that names anything else is a ``CheckpointError``, and so is
+    an unreadable one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    with open(path, "rb") as f:
+        try:
+            return _RestrictedUnpickler(f, path).load()
+        except CheckpointError:
+            raise
+        except Exception as e:  # pickle raises many types for a corrupt file; all mean the same here
+            raise CheckpointError(
+                f"checkpoint {path} could not be read as a pickle (truncated or corrupt?): {type(e).__name__}: {e}"
+            ) from e
 
 
 def get_rng_state() -> dict:
@@ -122,7 +193,7 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _check_hash(path: Path, expected_prefix: str, *, remove_on_mismatch: bool) -> None:
+def _check_hash(path: Path, expected_prefix: str, *, remove_on_mismatch: bool) -> str:
     actual = sha256_file(path)
     if not actual.startswith(expected_prefix.lower()):
         if remove_on_mismatch:
@@ -131,6 +202,28 @@ def _check_hash(path: Path, expected_prefix: str, *, remove_on_mismatch: bool) -
             f"sha256 mismatch for {path}: expected prefix {expected_prefix}, "
             f"got {actual[: len(expected_prefix)]}" + (" (file removed)" if remove_on_mismatch else "")
         )
+    return actual
+
+
+def hash_in_name(name: str) -> str | None:
+    """The sha256 prefix a published file name ``<name>-<8 hex>.pth`` ends with, else None."""
+    match = _HASH_IN_NAME.fullmatch(name)
+    return match.group(1) if match else None
+
+
+def verify_file(path: str | Path, *, sha256: str | None = None) -> str:
+    """Check file ``path`` against ``sha256`` (8 to 64 hex digits, a prefix of its hash),
+    else against the hash in its name (``hash_in_name``); return its full sha256. A mismatch
+    is a ``CheckpointError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    expected = sha256 or hash_in_name(path.name)
+    if expected is None:
+        raise ValueError(f"{path}: the name does not end with -<sha256[:8]>.pth; give the expected sha256")
+    if not re.fullmatch(r"[0-9a-fA-F]{8,64}", expected):
+        raise ValueError(f"expected sha256 {expected!r} is not 8 to 64 hex digits")
+    return _check_hash(path, expected, remove_on_mismatch=False)
 
 
 def fetch_checkpoint(url_or_path: str, *, cache_dir: str | Path, sha256: str | None = None) -> Path:
@@ -162,9 +255,11 @@ def fetch_checkpoint(url_or_path: str, *, cache_dir: str | Path, sha256: str | N
             with urlopen(url_or_path) as response, atomic_write(path) as f:
                 shutil.copyfileobj(response, f)
         except OSError as e:  # URLError and HTTPError included
-            raise CheckpointError(f"could not download {url_or_path} to {path}: {e}") from e
-    match = _HASH_IN_NAME.fullmatch(name)
-    expected = sha256 or (match.group(1) if match else None)
+            reason = e if isinstance(e, HTTPError) else getattr(e, "reason", e)
+            raise CheckpointError(
+                f"could not download {url_or_path} ({reason}); download it and put it at {path}"
+            ) from e
+    expected = sha256 or hash_in_name(name)
     if expected:
         _check_hash(path, expected, remove_on_mismatch=True)
     return path

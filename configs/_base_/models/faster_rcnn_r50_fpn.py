@@ -20,6 +20,7 @@ model = dict(
             aspect_ratios=[0.5, 1.0, 2.0],
             round_base=False,
             strides_from_grid=False,
+            offset=0.0,
         ),
         fg_iou=0.7,
         bg_iou=0.3,

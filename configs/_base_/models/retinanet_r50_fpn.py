@@ -31,6 +31,7 @@ model = dict(
             aspect_ratios=[0.5, 1.0, 2.0],
             round_base=False,
             strides_from_grid=False,
+            offset=0.0,
         ),
         head=dict(num_convs=4, conv_dim=256, norm=None, prior_prob=0.01),
         fg_iou=0.5,

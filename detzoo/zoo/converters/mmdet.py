@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from torch import Tensor
 
-Rule = tuple[str, str | Callable[[re.Match], str]]
+from detzoo.zoo.converters.rules import Rule, rename, rename_keys
 
 NORM = r"(?:bn|gn)"
 BACKBONE: list[Rule] = [
@@ -116,23 +116,8 @@ def rename_all(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     rule matches. A conv that RetinaSepBNHead shares across levels appears once per level
     in the state dict: the copies must be equal and are kept once."""
     rules = BACKBONE + _fpn_extra_convs(state) + NECKS[_neck_kind(state)] + RPN + ROI_HEADS + RETINA
-    out: dict[str, Tensor] = {}
-    unmatched = []
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        new = next((re.sub(p, r, key, count=1) for p, r in rules if re.match(p, key)), None)
-        if new is None:
-            unmatched.append(key)
-        elif new in out:
-            if not (out[new].shape == value.shape and bool((out[new] == value).all())):
-                raise ValueError(f"mmdetection keys sharing {new} hold different tensors (at {key})")
-        else:
-            out[new] = value
-    if unmatched:
-        shown = ", ".join(unmatched[:8]) + (", ..." if len(unmatched) > 8 else "")
-        raise ValueError(f"{len(unmatched)} mmdetection checkpoint key(s) have no detzoo counterpart: {shown}")
-    return out
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    return rename_keys(state, lambda k: rename(k, rules), "mmdetection", shared=True)
 
 
 def _config_text(meta: Mapping[str, Any]) -> str:

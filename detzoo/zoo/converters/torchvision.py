@@ -10,14 +10,15 @@ which ``detzoo.api.load_model`` applies on top of any config it is given.
 
 from __future__ import annotations
 
-import re
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 from torch import Tensor
 
+from detzoo.zoo.converters.rules import Rule, rename, rename_keys
+
 # (torchvision name pattern, detzoo name); the first matching pattern wins.
-RENAMES: list[tuple[str, str | Callable[[re.Match], str]]] = [
+RENAMES: list[Rule] = [
     (r"^backbone\.body\.", "backbone."),
     (r"^backbone\.fpn\.inner_blocks\.(\d+)\.0\.", r"neck.lateral_convs.\1.0."),
     (r"^backbone\.fpn\.layer_blocks\.(\d+)\.0\.", r"neck.output_convs.\1.0."),
@@ -82,23 +83,13 @@ BRANCH_CONVENTIONS: dict[str, object] = {
 }
 
 
-def rename(key: str) -> str:
-    for pattern, replacement in RENAMES:
-        new, n = re.subn(pattern, replacement, key)
-        if n:
-            return new
-    raise ValueError(f"torchvision checkpoint key {key!r} has no detzoo counterpart")
-
-
 def convert_state_dict(state: Mapping[str, Tensor], num_anchors: int = 9) -> dict[str, Tensor]:
     """Rename keys, move the background logit last, drop the background deltas and
     mask logits, and RetinaNet's never-trained background channel of each of its
     ``num_anchors`` anchors."""
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     out = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        new = rename(key)
+    for new, value in rename_keys(state, lambda k: rename(k, RENAMES), "torchvision").items():
         if new.startswith("roi_heads.predictor.cls_score."):
             value = torch.cat([value[1:], value[:1]])
         elif new.startswith("dense_head.head.cls_logits."):
