@@ -15,8 +15,11 @@ from detzoo.data.coco import read_image
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
-from detzoo.engine.checkpoint import CheckpointError, load_checkpoint
+from detzoo.engine.checkpoint import CheckpointError
+from detzoo.engine.inference import predict_images
+from detzoo.engine.tta import build_tta
 from detzoo.structures import Instances
+from detzoo.zoo.weights import read_weights
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -64,19 +67,22 @@ class Detector(nn.Module):
         return self.model(*args, **kwargs)
 
     @torch.no_grad()
-    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 1) -> list[dict[str, Any]]:
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 1, tta: bool = False
+    ) -> list[dict[str, Any]]:
         """Per image: ``boxes`` (N, 4) xyxy in original pixels, ``scores``, ``labels`` and
         ``class_names`` (numpy arrays / list); for Mask R-CNN ``masks`` (N, H, W) bool
         pasted into the original image, for Keypoint R-CNN ``keypoints`` (N, K, 3) as x,
-        y, score in original pixels."""
+        y, score in original pixels. ``tta``: test-time augmentation as the config's
+        ``data.test_time_aug`` says (``detzoo.engine.tta``; boxes and masks only)."""
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
         self.model.eval()
+        augment = build_tta(self.config["data"], self.model) if tta else None
         out = []
         for start in range(0, len(images), batch_size):
             tensors = [_to_tensor(im) for im in images[start : start + batch_size]]
-            resized = [self.transform(t)[0] for t in tensors]
-            results = self.model(resized, original_sizes=[tuple(t.shape[-2:]) for t in tensors])
+            results = predict_images(self.model, tensors, transform=self.transform, tta=augment)
             out.extend(self._to_numpy(r) for r in results)
         return out
 
@@ -148,19 +154,28 @@ def load_model(
     checkpoint: str | Path | None = None,
     device: str = "cpu",
     overrides: Sequence[str] = (),
+    pretrained: bool = False,
 ) -> Detector:
     """Build the model of a config (a name such as ``faster_rcnn_r50_fpn_1x_coco`` or a
-    path) and load ``checkpoint`` into it. With no config, the one stored in the
-    checkpoint is used. A checkpoint's recorded conventions override the config, and
-    ``overrides`` (``"key=value"`` as with ``--set``) override both."""
+    path) and load ``checkpoint`` into it: a checkpoint file, or the name of a zoo model,
+    whose published weights are downloaded, checked and converted (``detzoo.zoo.weights``).
+    ``pretrained=True`` loads the zoo model named ``config_or_name``: its config and its
+    published weights. With no config, the checkpoint's is used (a zoo model's config for
+    its weights, else the one the checkpoint stores). A checkpoint's recorded conventions
+    override the config, and ``overrides`` (``"key=value"`` as with ``--set``) override both."""
+    if pretrained:
+        if config_or_name is None or checkpoint is not None:
+            raise ValueError("load_model(NAME, pretrained=True) takes a zoo model name and no checkpoint")
+        config_or_name, checkpoint = None, config_or_name
     if config_or_name is None and checkpoint is None:
         raise ValueError("load_model needs a config, a checkpoint, or both")
-    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else {"meta": {}}
+    ckpt, source, zoo_config = read_weights(checkpoint) if checkpoint is not None else ({"meta": {}}, "", None)
     meta = ckpt.get("meta", {})
-    if config_or_name is not None:
-        cfg = load_config(config_or_name)
+    config = config_or_name if config_or_name is not None else zoo_config
+    if config is not None:
+        cfg = load_config(config)
     elif "config" in meta:
         cfg = meta["config"]
     else:
         raise ValueError(f"checkpoint {checkpoint} stores no config; pass one")
-    return build_detector(cfg, ckpt, overrides=overrides, source=checkpoint or "").to(device).eval()
+    return build_detector(cfg, ckpt, overrides=overrides, source=source).to(device).eval()

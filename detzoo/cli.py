@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from detzoo.config import ConfigError, apply_overrides, load_config
 from detzoo.engine.checkpoint import CheckpointError
+from detzoo.zoo.converters import CONVERTERS
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -27,11 +29,13 @@ def cmd_test(args: argparse.Namespace) -> None:
     from detzoo.api import load_model
     from detzoo.data.build import build_dataset
     from detzoo.engine.evaluate import evaluate
+    from detzoo.engine.tta import build_tta
     from detzoo.evaluation.coco import format_table
 
     detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
+    tta = build_tta(detector.config["data"], detector.model) if args.tta else None
     dataset = build_dataset(detector.config["data"], "val", detector.model.pixel_format, train=False)
-    metrics = evaluate(detector.model, dataset, cat_ids=detector.cat_ids, out=args.out)
+    metrics = evaluate(detector.model, dataset, cat_ids=detector.cat_ids, out=args.out, tta=tta)
     for kind, values in metrics.items():
         print(f"{kind}\n{format_table(values)}")
     if args.out:
@@ -61,17 +65,27 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from detzoo.api import build_detector
     from detzoo.config import load_config
     from detzoo.engine.checkpoint import load_checkpoint, save_checkpoint
-    from detzoo.zoo.converters import mmdet, torchvision
+    from detzoo.zoo.converters import convert_checkpoint
 
-    checkpoint = load_checkpoint(args.src)
-    if args.source == "torchvision":
-        converted = torchvision.convert(checkpoint.get("model", checkpoint))
-    else:
-        converted = mmdet.convert(checkpoint)
+    converted = convert_checkpoint(load_checkpoint(args.src), args.source)
     # the result must load strictly into the config before anything is written
     build_detector(load_config(args.config), converted, source=args.src)
     save_checkpoint(args.out, converted)
     print(f"wrote {args.out}")
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from detzoo.engine.checkpoint import publish_checkpoint, sha256_file
+
+    src = Path(args.checkpoint)
+    published = publish_checkpoint(src, args.out or src.parent, name=args.name or src.absolute().parent.name)
+    print(f"{sha256_file(published)}  {published}")  # as sha256sum prints it
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from detzoo.engine.checkpoint import verify_file
+
+    print(f"{args.file}: OK (sha256 {verify_file(args.file, sha256=args.sha256)})")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -86,6 +100,86 @@ def cmd_synth(args: argparse.Namespace) -> None:
         categories=args.categories.split(","),
     )
     print(f"wrote {args.num_images} images to {out}")
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from detzoo.engine.checkpoint import atomic_write
+    from detzoo.tools.benchmark import benchmark
+
+    result = benchmark(
+        args.config,
+        args.checkpoint,
+        overrides=args.set,
+        device=args.device,
+        images=args.images,
+        num_images=args.num_images,
+        warmup=args.warmup,
+        train_iters=args.train_iters,
+        train_warmup=args.train_warmup,
+        shape=args.shape,
+        inference=not args.skip_inference,
+        train=not args.skip_train,
+        flops=not args.skip_flops,
+        command=args.command_line,
+    )
+    print(result.text())
+    if args.json:
+        with atomic_write(args.json, text=True) as f:
+            json.dump(result.record(), f, indent=2)
+        print(f"wrote {args.json}")
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> None:
+    from detzoo.zoo.metafile import load_zoo
+    from detzoo.zoo.tables import list_lines, select
+
+    print(list_lines(select(load_zoo(), args.family)))
+
+
+def cmd_zoo_show(args: argparse.Namespace) -> None:
+    from detzoo.zoo.metafile import load_zoo
+    from detzoo.zoo.tables import describe
+
+    zoo = load_zoo()
+    print(describe(zoo, zoo.find(args.name)))
+
+
+def cmd_zoo_table(args: argparse.Namespace) -> None:
+    from detzoo.zoo.metafile import load_zoo
+    from detzoo.zoo.tables import write_markdown
+
+    write_markdown(load_zoo(), args.out)
+    print(f"wrote {args.out}")
+
+
+def cmd_zoo_record(args: argparse.Namespace) -> None:
+    from detzoo.zoo.metafile import read_run, record_run
+
+    model = record_run(read_run(args.record), name=args.name)
+    run = model.measured[-1]
+    print(f"recorded the {run.date} run on {run.device_label} for {model.name} in {model.metafile}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from detzoo.tools.plot import plot_logs
+
+    panels = plot_logs(args.logs, args.out, keys=args.keys)
+    print(f"wrote {args.out} ({'; '.join(panels)})")
+
+
+def cmd_browse(args: argparse.Namespace) -> None:
+    from detzoo.tools.browse import browse
+
+    written = browse(_config(args), out=args.out, split=args.split, num=args.num)
+    print(f"wrote {len(written)} images to {args.out}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from detzoo.tools.analyze import analyze
+
+    analysis = analyze(args.results, ann_file=args.ann, out_dir=args.out, iou_type=args.type)
+    print(analysis.markdown())
+    print(f"wrote {len(analysis.files)} files to {Path(args.out) / args.type}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,22 +200,35 @@ def build_parser() -> argparse.ArgumentParser:
                             ("infer", cmd_infer, "draw predictions on images")):
         p = sub.add_parser(name, help=help_)
         with_config(p)
-        p.add_argument("checkpoint")
+        p.add_argument("checkpoint", help="checkpoint file, or a zoo model name for its published weights")
         p.add_argument("--device", default="cpu")
         p.set_defaults(fn=fn)
         if name == "test":
             p.add_argument("--out", help="write the COCO results json here (an RPN: the proposals .npz)")
+            p.add_argument("--tta", action="store_true",
+                           help="test-time augmentation as data.test_time_aug says (boxes and masks)")
         else:
             p.add_argument("images", nargs="+")
             p.add_argument("--out", required=True, help="folder for drawn PNGs and predictions.json")
             p.add_argument("--score-thresh", type=float, default=0.5)
 
     p = sub.add_parser("convert", help="convert another toolbox's checkpoint")
-    p.add_argument("--from", dest="source", choices=["torchvision", "mmdet"], required=True)
+    p.add_argument("--from", dest="source", choices=list(CONVERTERS), required=True)
     p.add_argument("src")
     p.add_argument("--config", required=True, help="the detzoo config the result must load into")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("publish", help="strip a checkpoint to model + meta, written as <name>-<sha256[:8]>.pth")
+    p.add_argument("checkpoint")
+    p.add_argument("--name", help="default: the checkpoint's folder name (detzoo train's work dir: the config name)")
+    p.add_argument("--out", help="folder to write to (default: the checkpoint's folder)")
+    p.set_defaults(fn=cmd_publish)
+
+    p = sub.add_parser("verify", help="check a file against the sha256 prefix in its name")
+    p.add_argument("file")
+    p.add_argument("--sha256", help="check against this hash (or prefix of 8+ hex digits) instead")
+    p.set_defaults(fn=cmd_verify)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synth", help="write a synthetic COCO-format dataset of shapes")
@@ -136,12 +243,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated, from circle, square, triangle and person (a stick figure with 17 keypoints)",
     )
     p.set_defaults(fn=cmd_synth)
+
+    p = sub.add_parser("plot", help="loss, lr and evaluation curves of training logs (log.jsonl) to PNG")
+    p.add_argument("logs", nargs="+", metavar="LOG.jsonl", help="several logs are overlaid")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--keys", nargs="+", metavar="KEY[,KEY...]",
+                   help="one panel each: log fields (loss, loss_cls, lr) or TYPE.METRIC (bbox.AP); "
+                        "default: loss with its terms, lr, and AP/AP50 (AR) of each evaluation type")
+    p.set_defaults(fn=cmd_plot)
+
+    p = sub.add_parser("browse", help="ground truth drawn on images after the training transforms, to PNG")
+    with_config(p)
+    p.add_argument("--out", required=True, help="folder for the PNGs")
+    p.add_argument("--num", type=int, default=8, help="how many images (from the first)")
+    p.add_argument("--split", default="train", help="data.<split> to read (default: train)")
+    p.set_defaults(fn=cmd_browse)
+
+    p = sub.add_parser("analyze", help="per-category AP and COCO error breakdown plots of a results json")
+    p.add_argument("results", metavar="RESULTS.json", help="COCO results, as `detzoo test --out` writes")
+    p.add_argument("--ann", required=True, help="the COCO annotation json they were made on")
+    p.add_argument("--out", required=True, help="folder; tables and plots go to <out>/<type>/")
+    p.add_argument("--type", default="bbox", choices=["bbox", "segm"])
+    p.set_defaults(fn=cmd_analyze)
+
+    p = sub.add_parser("benchmark", help="inference and training speed, memory, FLOPs and parameters of a config")
+    with_config(p)
+    p.add_argument("checkpoint", nargs="?",
+                   help="checkpoint file or zoo model name, for inference and FLOPs (default: random init)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
+    p.add_argument("--images", nargs="+", default=[], help="time inference on these images instead of data.val")
+    p.add_argument("--num-images", type=int, help="images timed after the warm-up (default: each input once)")
+    p.add_argument("--warmup", type=int, default=5, help="inference warm-up images, not timed")
+    p.add_argument("--train-iters", type=int, default=20, help="training iterations timed after the warm-up")
+    p.add_argument("--train-warmup", type=int, default=5, help="training warm-up iterations, not timed")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size for FLOPs (default: data.test_scale x data.max_size)")
+    p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--skip-flops", action="store_true")
+    p.add_argument("--json", help="write the figures here as JSON (what the zoo metafiles record)")
+    p.set_defaults(fn=cmd_benchmark)
+
+    zoo = sub.add_parser("zoo", help="the model zoo's metafiles").add_subparsers(dest="zoo_command", required=True)
+    p = zoo.add_parser("list", help="one line per model: collection, reference AP, published weights")
+    p.add_argument("--family", help="only this collection, e.g. 'Faster R-CNN', fpg, gn+ws")
+    p.set_defaults(fn=cmd_zoo_list)
+    p = zoo.add_parser("show", help="everything the metafiles hold about one model")
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_zoo_show)
+    p = zoo.add_parser("table", help="write the generated model-zoo tables (markdown)")
+    p.add_argument("--out", default="docs/model_zoo.md")
+    p.set_defaults(fn=cmd_zoo_table)
+    p = zoo.add_parser("record", help="append a measured run (detzoo benchmark --json) to its model's metafile")
+    p.add_argument("record", metavar="RUN.json")
+    p.add_argument("--name", help="the zoo model (default: the stem of the record's 'config')")
+    p.set_defaults(fn=cmd_zoo_record)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["detzoo", *argv])
     try:
         args.fn(args)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:

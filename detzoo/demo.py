@@ -1,5 +1,5 @@
 """``make demo``: synthetic shapes -> train Faster R-CNN R-18-FPN on the CPU -> COCO
-evaluation -> drawn predictions and loss/AP curves, all under ``demo_out/``."""
+evaluation -> drawn predictions and loss, lr and AP curves, all under ``demo_out/``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from detzoo.config import apply_overrides, load_config
 from detzoo.data.synthetic import data_overrides, make_synthetic_coco
 from detzoo.engine.trainer import FINAL, train
 from detzoo.evaluation.coco import format_table
-from detzoo.visualize import draw_detections, plot_training_log
+from detzoo.tools.plot import plot_logs
+from detzoo.visualize import draw_detections
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "faster_rcnn_r18_fpn_synth.py"
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             draw_detections(im.resize((256, 256)), _scaled(pred, 2.0), score_thresh=0.5).save(
                 out / "predictions" / path.name
             )
-    plot_training_log(work_dir / "log.jsonl", out / "curves.png")
+    plot_logs([work_dir / "log.jsonl"], out / "curves.png")
     elapsed = time.time() - start
     (out / "metrics.json").write_text(json.dumps({**metrics, "seconds": elapsed}, indent=1))
     print(f"\nbox AP on {args.val_images} synthetic validation images:\n{format_table(metrics['bbox'])}")

@@ -1,59 +1,57 @@
-"""Drawn predictions and training curves as PNG files."""
+"""Objects (predictions or ground truth) drawn on images: boxes with class (and score),
+masks blended in, keypoints as dots."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+MASK_ALPHA = 0.5
+KEYPOINT_RADIUS = 2
 
 
-def draw_detections(image: Image.Image, prediction: Mapping[str, Any], *, score_thresh: float = 0.5) -> Image.Image:
-    """A copy of ``image`` with the boxes of ``prediction`` (as returned by
-    ``Detector.predict``) scoring at least ``score_thresh``, labelled with class and score."""
+def draw_detections(
+    image: Image.Image,
+    prediction: Mapping[str, Any],
+    *,
+    score_thresh: float = 0.5,
+    keypoint_thresh: float = 0.05,
+) -> Image.Image:
+    """A copy of ``image`` with the objects of ``prediction``, as ``Detector.predict``
+    returns them: ``boxes`` (N, 4) xyxy in the image's pixels, ``labels``, ``class_names``
+    and optionally ``scores`` (objects below ``score_thresh`` are left out; ground truth
+    has no scores and is drawn whole, labelled by class only), ``masks`` (N, H, W) of the
+    image's size (blended in), ``keypoints`` (N, K, 3) x, y and a score or visibility (a
+    dot where it exceeds ``keypoint_thresh``)."""
+    scores = prediction.get("scores")
+    keep = [i for i in range(len(prediction["boxes"])) if scores is None or scores[i] >= score_thresh]
+    colors = {i: PALETTE[int(prediction["labels"][i]) % len(PALETTE)] for i in keep}
     out = image.convert("RGB").copy()
+    masks = prediction.get("masks")
+    if masks is not None and keep:
+        pixels = np.asarray(out, dtype=np.float32).copy()
+        if tuple(masks.shape[1:]) != pixels.shape[:2]:
+            raise ValueError(f"masks are {tuple(masks.shape[1:])} (h, w) but the image is {pixels.shape[:2]}")
+        for i in keep:
+            inside = np.asarray(masks[i], dtype=bool)
+            pixels[inside] = (1 - MASK_ALPHA) * pixels[inside] + MASK_ALPHA * np.asarray(colors[i], np.float32)
+        out = Image.fromarray(np.rint(pixels).astype(np.uint8))
     draw = ImageDraw.Draw(out)
-    for box, score, label, name in zip(
-        prediction["boxes"], prediction["scores"], prediction["labels"], prediction["class_names"]
-    ):
-        if score < score_thresh:
-            continue
-        color = PALETTE[int(label) % len(PALETTE)]
-        draw.rectangle([float(v) for v in box], outline=color, width=2)
-        draw.text((float(box[0]) + 2, float(box[1]) + 1), f"{name} {score:.2f}", fill=color)
+    keypoints = prediction.get("keypoints")
+    for i in keep:
+        box = [float(v) for v in prediction["boxes"][i]]
+        draw.rectangle(box, outline=colors[i], width=2)
+        name = prediction["class_names"][i]
+        draw.text((box[0] + 2, box[1] + 1), name if scores is None else f"{name} {scores[i]:.2f}", fill=colors[i])
+        if keypoints is not None:
+            r = KEYPOINT_RADIUS
+            for x, y, v in np.asarray(keypoints[i], dtype=np.float32):
+                if v > keypoint_thresh:
+                    draw.ellipse([x - r, y - r, x + r, y + r], fill=colors[i])
     return out
-
-
-def plot_training_log(log_path: str | Path, out_png: str | Path) -> None:
-    """Loss against iteration and, when the log has evaluations, box AP against iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval" in r]
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5, 4), squeeze=False)
-    ax = axes[0][0]
-    ax.plot([r["iter"] for r in train], [r["loss"] for r in train], label="total")
-    for key in sorted(k for k in train[0] if k.startswith("loss_")):
-        ax.plot([r["iter"] for r in train], [r[key] for r in train], label=key, alpha=0.6)
-    ax.set(xlabel="iteration", ylabel="loss", title="training loss")
-    ax.legend(fontsize=7)
-    if evals:
-        ax = axes[0][1]
-        ax.plot([r["iter"] for r in evals], [100 * r["eval"]["bbox"]["AP"] for r in evals], "o-", label="AP")
-        ax.plot([r["iter"] for r in evals], [100 * r["eval"]["bbox"]["AP50"] for r in evals], "s--", label="AP50")
-        ax.set(xlabel="iteration", ylabel="box AP (%)", title="validation", ylim=(0, 100))
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
 
 
 def to_jsonable(prediction: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ DATA_KEYS = (
     "filter_empty",
     "proposals_topk_train",
     "proposals_topk_test",
+    "test_time_aug",  # read by detzoo.engine.tta.build_tta
 )
 SPLIT_KEYS = ("ann_file", "img_dir", "proposals_file")
 

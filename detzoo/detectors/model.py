@@ -84,6 +84,16 @@ class DetectionModel(nn.Module):
         return self.final_head.outputs
 
     @property
+    def nms_thresh(self) -> float:
+        """IoU of the final head's class-wise NMS at inference (TTA merges with it)."""
+        return self.final_head.nms_thresh
+
+    @property
+    def detections_per_image(self) -> int:
+        """The final head's cap on detections per image (TTA keeps it)."""
+        return self.final_head.detections_per_image
+
+    @property
     def needs_proposals(self) -> bool:
         """True for Fast R-CNN: proposals come with the data."""
         return self.dense_head is None
@@ -106,20 +116,26 @@ class DetectionModel(nn.Module):
             return losses
         return self.postprocess(results, batch)
 
+    def features(self, batch: ImageBatch) -> dict[str, Tensor]:
+        """The maps the heads read: the neck's, or the backbone's for C4."""
+        features = self.backbone(batch.tensor)
+        return features if self.neck is None else self.neck(features)
+
     def detect(
         self,
         batch: ImageBatch,
         targets: Sequence[Instances] | None = None,
         proposals: Sequence[Instances] | None = None,
+        *,
+        boxes_only: bool = False,
     ) -> tuple[list[Instances], dict[str, Tensor]]:
         """The network and its decoding (per-level top-k, NMS): detections in the pixels
         of the padded batch's images (Detectron's inference time X), and the losses when
-        ``targets`` are given in training."""
+        ``targets`` are given in training. ``boxes_only``: at inference, skip the mask and
+        keypoint branches (test-time augmentation runs them after merging the boxes)."""
         if targets is not None:
             targets = [t.to(self.device) for t in targets]
-        features = self.backbone(batch.tensor)
-        if self.neck is not None:
-            features = self.neck(features)
+        features = self.features(batch)
         losses = {}
         if self.dense_head is not None:
             results, losses = self.dense_head(features, batch, targets)
@@ -128,9 +144,16 @@ class DetectionModel(nn.Module):
         else:
             results = [p.to(self.device) for p in proposals]
         if self.roi_heads is not None:
-            results, roi_losses = self.roi_heads(features, results, batch.image_sizes, targets)
+            results, roi_losses = self.roi_heads(features, results, batch.image_sizes, targets, boxes_only=boxes_only)
             losses.update(roi_losses)
         return results, losses
+
+    def predict_masks(self, batch: ImageBatch, results: Sequence[Instances]) -> list[Instances]:
+        """``results`` (boxes and labels in the pixels of ``batch``'s images) with ``masks``:
+        the mask branch's probabilities of each box's class, (N, S, S), not yet pasted."""
+        if "masks" not in self.outputs:
+            raise ValueError(f"this model predicts {', '.join(self.outputs)}, not masks")
+        return self.roi_heads.predict_masks(self.features(batch), [r.to(self.device) for r in results])
 
     def postprocess(self, results: Sequence[Instances], batch: ImageBatch) -> list[Instances]:
         """Detections mapped to ``batch.original_sizes`` (Detectron's post-processing time

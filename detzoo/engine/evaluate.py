@@ -3,6 +3,7 @@ detectors, proposal recall for RPNs."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,30 +15,39 @@ from tqdm import tqdm
 from detzoo.data.coco import CocoDataset, Sample
 from detzoo.data.loader import build_test_loader
 from detzoo.engine import distributed
+from detzoo.engine.inference import predict_images
+from detzoo.engine.tta import TestTimeAug
 from detzoo.evaluation.coco import evaluate_coco, instances_to_coco_results, write_results
 from detzoo.evaluation.proposals import evaluate_proposals, save_proposals
 from detzoo.structures import Instances
 
 
 def model_inputs(samples: Sequence[Sample]) -> dict[str, Any]:
-    """Keyword arguments of the detector's forward for a batch of samples (targets aside)."""
+    """Keyword arguments of the detector's forward and of ``predict_images`` for a batch of
+    samples (targets aside): Fast R-CNN's proposals."""
     proposals = [s.proposals for s in samples]
     return {"proposals": None if proposals[0] is None else proposals}
 
 
 @torch.no_grad()
-def predict_dataset(model: nn.Module, dataset: CocoDataset, *, num_workers: int = 0) -> list[tuple[int, Instances]]:
-    """(image id, predictions in original image pixels on the CPU) for every image; under
-    torch.distributed each rank runs a share and every rank gets all predictions."""
+def predict_dataset(
+    model: nn.Module, dataset: CocoDataset, *, num_workers: int = 0, tta: TestTimeAug | None = None
+) -> list[tuple[int, Instances]]:
+    """(image id, predictions in original image pixels on the CPU) for every image: the
+    images as read go through ``predict_images`` with the dataset's test transform, or
+    ``tta``; under torch.distributed each rank runs a share and every rank gets all
+    predictions."""
     was_training = model.training
     model.eval()
-    shard = Subset(dataset, range(distributed.rank(), len(dataset), distributed.world_size()))
+    as_read = copy.copy(dataset)
+    as_read.transforms = None  # images and proposals as read; predict_images applies dataset.transforms
+    shard = Subset(as_read, range(distributed.rank(), len(dataset), distributed.world_size()))
     out = []
     for samples in tqdm(
         build_test_loader(shard, num_workers=num_workers), desc="inference", disable=not distributed.is_main()
     ):
-        preds = model(
-            [s.image for s in samples], original_sizes=[s.original_size for s in samples], **model_inputs(samples)
+        preds = predict_images(
+            model, [s.image for s in samples], transform=dataset.transforms, tta=tta, **model_inputs(samples)
         )
         out += [(s.image_id, p.to("cpu")) for s, p in zip(samples, preds)]
     model.train(was_training)
@@ -59,11 +69,13 @@ def evaluate(
     cat_ids: Sequence[int],
     num_workers: int = 0,
     out: str | Path | None = None,
+    tta: TestTimeAug | None = None,
 ) -> dict[str, dict[str, float]]:
     """COCO metrics per evaluation type: ``bbox`` (+ ``segm`` / ``keypoints``) with label
     ``i`` written as category ``cat_ids[i]``, or ``proposals`` (AR@100/300/1000) for an
-    RPN. ``out``: write the COCO results json, or for an RPN the proposals ``.npz``."""
-    preds = predict_dataset(model, dataset, num_workers=num_workers)
+    RPN. ``out``: write the COCO results json, or for an RPN the proposals ``.npz``.
+    ``tta``: test-time augmentation (``detzoo.engine.tta``) instead of the test transform."""
+    preds = predict_dataset(model, dataset, num_workers=num_workers, tta=tta)
     if "proposals" in model.outputs:
         proposals = {i: (p.boxes.numpy(), p.scores.numpy()) for i, p in preds}
         if out is not None and distributed.is_main():

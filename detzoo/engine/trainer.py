@@ -1,8 +1,10 @@
-"""Training loop: SGD with warmup + step schedule, JSON-lines logs, atomic checkpoints,
-exact resume, periodic evaluation, torch.distributed data parallelism."""
+"""Training loop: SGD with warmup + step schedule, JSON-lines logs (optionally mirrored to
+TensorBoard), atomic checkpoints, exact resume, periodic evaluation, torch.distributed
+data parallelism."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
@@ -39,7 +41,7 @@ OPTIM_KEYS = (
     "gamma",
     "grad_clip",
 )
-RUNTIME_KEYS = ("seed", "device", "log_interval", "checkpoint_interval", "eval_interval")
+RUNTIME_KEYS = ("seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard")
 CHECKPOINT = "checkpoint.pth"
 FINAL = "model_final.pth"
 
@@ -57,6 +59,47 @@ def _checkpoint_meta(cfg: Mapping[str, Any], dataset) -> dict[str, Any]:
         "cat_ids": list(dataset.cat_ids),
         "detzoo_version": detzoo.__version__,
     }
+
+
+class TrainingLog:
+    """Where the trainer's records go, on the main process only: one JSON line each in
+    ``<work_dir>/log.jsonl`` and, with ``tensorboard``, the same numbers as TensorBoard
+    scalars in ``<work_dir>/tensorboard/`` at the record's ``iter``: ``train/<field>`` for
+    a training record, ``val/<type>/<metric>`` for an evaluation (``{"iter", "eval"}``).
+    Without the tensorboard package, ``tensorboard=True`` is a ConfigError at once, on
+    every process."""
+
+    def __init__(self, work_dir: Path, *, tensorboard: bool) -> None:
+        if not isinstance(tensorboard, bool):
+            raise ConfigError(f"runtime.tensorboard must be True or False, got {tensorboard!r}")
+        self.path = work_dir / "log.jsonl"
+        self.tensorboard_dir = work_dir / "tensorboard" if tensorboard else None
+        self._writer = None
+        if tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("runtime.tensorboard=True needs the tensorboard package: pip install detzoo[tensorboard]")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if not distributed.is_main():
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard_dir is None:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.tensorboard_dir))
+        if "eval" in record:
+            scalars = {f"val/{kind}/{name}": v for kind, values in record["eval"].items() for name, v in values.items()}
+        else:
+            scalars = {f"train/{name}": v for name, v in record.items() if name != "iter"}
+        for tag, value in scalars.items():
+            self._writer.add_scalar(tag, value, global_step=record["iter"])
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, norm_weight_decay: float | None) -> list[dict]:
@@ -85,6 +128,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
     check_keys("optim", optim, OPTIM_KEYS)
     check_keys("runtime", runtime, RUNTIME_KEYS)
     work_dir = Path(work_dir)
+    log = TrainingLog(work_dir, tensorboard=runtime["tensorboard"])
     device = distributed.init_from_env(runtime["device"])
     rank, world = distributed.rank(), distributed.world_size()
     _seed_all(runtime["seed"] + rank)
@@ -147,11 +191,6 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
                 },
             )
 
-    def log(record: dict[str, Any]) -> None:
-        if distributed.is_main():
-            with open(work_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-
     metrics: dict[str, dict[str, float]] = {}
     it = start
     bar = tqdm(total=schedule.max_iters, initial=start, desc="train", disable=not distributed.is_main())
@@ -193,7 +232,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
                 if device.type == "cuda":
                     record["memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
                     torch.cuda.reset_peak_memory_stats(device)
-                log(record)
+                log.write(record)
                 bar.set_postfix(loss=f"{mean['loss']:.3f}", lr=f"{lr:.2e}", s_iter=f"{mean['time']:.2f}")
             if it % runtime["checkpoint_interval"] == 0 or it == schedule.max_iters:
                 save(it)
@@ -201,7 +240,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
                 it == schedule.max_iters or (runtime["eval_interval"] and it % runtime["eval_interval"] == 0)
             ):
                 metrics = evaluate(model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"])
-                log({"iter": it, "eval": metrics})
+                log.write({"iter": it, "eval": metrics})
                 if distributed.is_main():
                     for iou_type, values in metrics.items():
                         tqdm.write(f"iteration {it}: {iou_type}\n{format_table(values)}")
@@ -209,6 +248,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
                 break
             tick = time.perf_counter()
     bar.close()
+    log.close()
     if distributed.is_main():
         save_checkpoint(work_dir / FINAL, {"model": model.state_dict(), "meta": meta})
     return metrics

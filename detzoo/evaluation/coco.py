@@ -91,17 +91,15 @@ def _check_ids(coco_gt: COCO, results: list[dict], img_ids: Sequence[int] | None
             )
 
 
-def evaluate_coco(
-    coco_gt: COCO, results: list[dict], *, iou_type: str = "bbox", img_ids: Sequence[int] | None = None
-) -> dict[str, float]:
-    """COCOeval's summary stats as fractions, named as in ``METRIC_NAMES[iou_type]``.
-
-    Empty results give all zeros. For "segm" the results' boxes are dropped so that area
-    ranges use the mask area (as detectron2 does). ``img_ids`` restricts the evaluation.
-    """
+def prepare_results(
+    coco_gt: COCO, results: list[dict], *, iou_type: str, img_ids: Sequence[int] | None = None
+) -> list[dict]:
+    """A copy of ``results`` for COCOeval (loadRes writes into it), after a ValueError
+    unless they can be evaluated as ``iou_type`` against ``coco_gt``: the result field in
+    each, known image and category ids, keypoint counts. For "segm" the copy has no boxes,
+    so that area ranges use the mask area (as detectron2 does)."""
     if iou_type not in METRIC_NAMES:
         raise ValueError(f"unknown iou_type {iou_type!r}; valid: {', '.join(METRIC_NAMES)}")
-    names = METRIC_NAMES[iou_type]
     field = _RESULT_FIELD[iou_type]
     missing = sum(field not in r for r in results)
     if missing:
@@ -112,12 +110,25 @@ def evaluate_coco(
         wrong = sorted({len(r["keypoints"]) for r in results} - {expected})
         if wrong:
             raise ValueError(f"keypoint results have {wrong} values each; COCO's OKS sigmas need {expected}")
-    if not results:
-        return dict.fromkeys(names, 0.0)
-    results = copy.deepcopy(results)  # loadRes writes into the dicts
+    results = copy.deepcopy(results)
     if iou_type == "segm":
         for r in results:
             r.pop("bbox", None)
+    return results
+
+
+def evaluate_coco(
+    coco_gt: COCO, results: list[dict], *, iou_type: str = "bbox", img_ids: Sequence[int] | None = None
+) -> dict[str, float]:
+    """COCOeval's summary stats as fractions, named as in ``METRIC_NAMES[iou_type]``.
+
+    Empty results give all zeros. For "segm" the results' boxes are dropped so that area
+    ranges use the mask area (as detectron2 does). ``img_ids`` restricts the evaluation.
+    """
+    results = prepare_results(coco_gt, results, iou_type=iou_type, img_ids=img_ids)
+    names = METRIC_NAMES[iou_type]
+    if not results:
+        return dict.fromkeys(names, 0.0)
     coco_eval = run_cocoeval(coco_gt, results, iou_type=iou_type, img_ids=img_ids)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.summarize()
@@ -132,9 +143,11 @@ def run_cocoeval(
     img_ids: Sequence[int] | None = None,
     use_cats: bool = True,
     max_dets: Sequence[int] | None = None,
+    iou_thrs: Sequence[float] | None = None,
 ) -> COCOeval:
     """COCOeval's evaluate and accumulate, quietly, on non-empty ``results`` (loadRes writes
-    into them). ``use_cats`` and ``max_dets`` set ``params.useCats`` / ``params.maxDets``."""
+    into them). ``use_cats``, ``max_dets`` and ``iou_thrs`` set ``params.useCats`` /
+    ``params.maxDets`` / ``params.iouThrs``."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), iouType=iou_type)
         if img_ids is not None:
@@ -142,6 +155,8 @@ def run_cocoeval(
         coco_eval.params.useCats = int(use_cats)
         if max_dets is not None:
             coco_eval.params.maxDets = list(max_dets)
+        if iou_thrs is not None:
+            coco_eval.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
         coco_eval.evaluate()
         coco_eval.accumulate()
     return coco_eval

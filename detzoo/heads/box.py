@@ -149,7 +149,11 @@ class RoIHeads(nn.Module):
         proposals: Sequence[Instances],
         image_sizes: Sequence[tuple[int, int]],
         targets: Sequence[Instances] | None = None,
+        *,
+        boxes_only: bool = False,
     ) -> tuple[list[Instances], dict[str, Tensor]]:
+        """Training: the losses. Inference: the detections, with masks / keypoints unless
+        ``boxes_only``."""
         boxes = [p.boxes for p in proposals]
         if self.training:
             if targets is None:
@@ -159,9 +163,10 @@ class RoIHeads(nn.Module):
         logits, deltas = self.predictor(self.box_head(x))
         if not self.training:
             results = self.inference(logits, deltas, boxes, image_sizes)
-            for branch in (self.mask, self.keypoint):
-                if branch is not None:
-                    results = branch.predict(features, results)
+            if not boxes_only and self.mask is not None:
+                results = self.predict_masks(features, results)
+            if not boxes_only and self.keypoint is not None:
+                results = self.keypoint.predict(features, results)
             return results, {}
         losses = self.losses(logits, deltas, torch.cat(labels), torch.cat(box_targets))
         fg = [torch.nonzero(lb < self.num_classes).flatten() for lb in labels]
@@ -177,6 +182,13 @@ class RoIHeads(nn.Module):
         if self.keypoint is not None:
             losses.update(self.keypoint.losses(features, fg_boxes, [t.keypoints[g] for t, g in zip(targets, fg_gt)]))
         return [], losses
+
+    def predict_masks(self, features: Mapping[str, Tensor], results: Sequence[Instances]) -> list[Instances]:
+        """``results`` with ``masks``: the mask branch's (N, S, S) probabilities of each
+        box's class (``labels``), for boxes in the pixels of the images of ``features``."""
+        if self.mask is None:
+            raise ValueError("these RoI heads have no mask branch")
+        return self.mask.predict(features, results)
 
     @torch.no_grad()
     def sample(

@@ -36,4 +36,12 @@ data = dict(
     # Fast R-CNN: how many precomputed proposals per image (data.<split>.proposals_file)
     proposals_topk_train=2000,
     proposals_topk_test=1000,
+    # Test-time augmentation (`detzoo test --tta`, `Detector.predict(..., tta=True)`; see
+    # detzoo/engine/tta.py), Detectron's X-152 row: the test transform at each shorter side of
+    # `scales` (longer side at most `max_size`), each also mirrored when `flip`; detections
+    # merged by the model's own class-wise NMS; box voting at IoU >= `vote_thresh` (None: off;
+    # Detectron's default when on: 0.8).
+    test_time_aug=dict(
+        scales=[400, 500, 600, 700, 800, 900, 1000, 1100, 1200], max_size=2000, flip=True, vote_thresh=None
+    ),
 )

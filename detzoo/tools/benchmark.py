@@ -1,0 +1,406 @@
+"""``detzoo benchmark``: the measured columns of a model-zoo row, taken by detzoo itself.
+
+- **Inference speed**, batch 1, warm-up images excluded, clocks read after
+  ``torch.cuda.synchronize`` on a GPU: fps and Detectron's "X + Y" split, X the model
+  (``DetectionModel.preprocess`` onto the device + ``detect``: network and decoding) and Y
+  the post-processing (``DetectionModel.postprocess``: back to original pixels, masks
+  pasted). Reading and resizing the image are not timed.
+- **Training speed**: the trainer's own wall time per iteration (``time`` in its
+  ``log.jsonl``, data loading included), from ``train()`` run for a short schedule with the
+  config's data, optimizer and batch, averaged over the iterations after a warm-up.
+  **Peak memory**: CUDA max allocated over the timed iterations on a GPU (the zoo tables'
+  Mem column); on a CPU the process's peak RSS, which includes the Python / torch baseline,
+  so the text also gives the increase over the peak before training. Training runs first,
+  so that this peak is the training's and not the inference model's.
+- **FLOPs and parameters**: ``torch.utils.flop_counter.FlopCounterMode`` over one eval
+  forward at a fixed input shape, one multiply-add counted as 2 FLOPs (mmdetection's
+  ``get_flops`` counts multiply-adds, half this number); parameters: every parameter of
+  the model, frozen ones included.
+
+``Benchmark.record()`` is the JSON that the zoo metafiles record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torchvision
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+import detzoo
+from detzoo.api import load_model
+from detzoo.config import apply_overrides, load_config
+from detzoo.data.build import build_dataset
+from detzoo.data.coco import CocoDataset, read_image
+from detzoo.data.transforms import Compose
+from detzoo.detectors.build import build_model
+from detzoo.detectors.model import DetectionModel
+from detzoo.engine import distributed
+from detzoo.engine.evaluate import model_inputs
+from detzoo.engine.trainer import train
+from detzoo.structures import PixelFormat, Size
+
+GIB = 2**30
+# ru_maxrss is in KiB on Linux, in bytes on macOS
+_RSS_UNIT = 1 if sys.platform == "darwin" else 1024
+
+# one timed model input: the resized, normalised image, its original size, and the
+# forward's other keyword arguments (Fast R-CNN's proposals)
+ModelInput = tuple[Tensor, Size, dict[str, Any]]
+RANDOM_INIT = (
+    "random init (no checkpoint): speed does not depend on the weights, but the number of detections "
+    "does, and Y grows with it"
+)
+
+
+class _Part:
+    """A part of the benchmark; ``record()`` is its JSON, without the fields in ``TEXT_ONLY``."""
+
+    TEXT_ONLY: ClassVar[tuple[str, ...]] = ()
+
+    def record(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in self.TEXT_ONLY}
+
+
+@dataclass(frozen=True)
+class InferenceSpeed(_Part):
+    """Means per timed image. ``fps`` is 1 / mean(X + Y), X = ``model_s``, Y = ``postprocess_s``."""
+
+    images: int
+    warmup: int
+    input: str
+    fps: float
+    model_s: float
+    postprocess_s: float
+    detections: float  # mean per timed image; Y grows with it
+
+    TEXT_ONLY: ClassVar[tuple[str, ...]] = ("detections",)
+
+
+@dataclass(frozen=True)
+class TrainSpeed(_Part):
+    """s/iter over the ``iters`` iterations after ``warmup``; memory in GiB (2^30 bytes)."""
+
+    iters: int
+    warmup: int
+    batch_size: int
+    s_iter: float
+    peak_memory_gb: float
+    memory_kind: str  # "cuda_max_allocated" or "peak_rss"
+    before_gb: float  # the same measure before training started
+
+    TEXT_ONLY: ClassVar[tuple[str, ...]] = ("before_gb",)
+
+
+@dataclass(frozen=True)
+class Complexity(_Part):
+    """GFLOPs (1 multiply-add = 2 FLOPs) of one forward on an image of ``input_shape``,
+    which the model pads to ``padded_shape``; parameters in millions."""
+
+    gflops: float
+    params_m: float
+    input_shape: tuple[int, int, int]
+    padded_shape: tuple[int, int]
+
+    TEXT_ONLY: ClassVar[tuple[str, ...]] = ("padded_shape",)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What ``detzoo benchmark`` measured, with where and how."""
+
+    config: str
+    checkpoint: str | None
+    command: str
+    date: str
+    environment: dict[str, Any]
+    inference: InferenceSpeed | None
+    train: TrainSpeed | None
+    complexity: Complexity | None
+
+    def record(self) -> dict[str, Any]:
+        """The JSON the zoo metafiles record (``detzoo benchmark --json``)."""
+        parts = {k: None if v is None else v.record() for k, v in
+                 (("inference", self.inference), ("train", self.train), ("complexity", self.complexity))}
+        return {"config": self.config, "checkpoint": self.checkpoint, "command": self.command, "date": self.date,
+                "environment": self.environment, **parts}
+
+    def text(self) -> str:
+        """The readable report."""
+        env = self.environment
+        lines = [
+            f"config       {self.config}",
+            f"weights      {self.checkpoint or RANDOM_INIT}",
+            f"device       {env['device']} ({env['processor']}), {env['threads']} threads",
+            f"versions     torch {env['torch']}, torchvision {env['torchvision']}, detzoo {env['detzoo']}, "
+            f"python {env['python']}",
+        ]
+        if self.inference is not None:
+            inf = self.inference
+            lines += [
+                f"inference    {inf.images} images after {inf.warmup} warm-up, batch 1; {inf.input}",
+                f"  fps        {inf.fps:.3f}",
+                f"  X + Y      {1e3 * inf.model_s:.1f} + {1e3 * inf.postprocess_s:.1f} ms/image "
+                "(X: to the device + network + decoding; Y: to original pixels, mask pasting; "
+                "image reading and resizing not timed)",
+                f"  detections {inf.detections:.1f} per image",
+            ]
+        if self.train is not None:
+            tr = self.train
+            memory = {"cuda_max_allocated": "CUDA max allocated", "peak_rss": "peak RSS of the process"}[tr.memory_kind]
+            lines += [
+                f"train        {tr.iters} iterations after {tr.warmup} warm-up, {tr.batch_size} images per "
+                "iteration (data.images_per_gpu)",
+                f"  s/iter     {tr.s_iter:.3f} (the trainer's time per iteration, data loading included)",
+                f"  memory     {tr.peak_memory_gb:.2f} GB {memory} (peak_memory_gb; GB = 2^30 bytes), "
+                f"{tr.peak_memory_gb - tr.before_gb:.2f} GB over the {tr.before_gb:.2f} GB before training",
+            ]
+        if self.complexity is not None:
+            c = self.complexity
+            shape = "x".join(map(str, c.input_shape))
+            lines += [
+                f"complexity   one forward on a {shape} image (padded to {c.padded_shape[0]}x{c.padded_shape[1]} "
+                "by the model)",
+                f"  GFLOPs     {c.gflops:.4g} (torch.utils.flop_counter: 1 multiply-add = 2 FLOPs; mmdetection's "
+                f"get_flops counts multiply-adds: {c.gflops / 2:.4g}); RoI heads: on the proposals kept for this input",
+                f"  params     {c.params_m:.2f} M (all, frozen included)",
+            ]
+        return "\n".join(lines)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it counts that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _processor() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where a benchmark ran: device, CPU, threads and versions."""
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device_type": device.type,
+        "processor": _processor(),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "detzoo": detzoo.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def dataset_inputs(dataset: CocoDataset) -> Iterator[ModelInput]:
+    """The test samples of ``dataset`` in order, endlessly (from its start again after the last)."""
+    for index in itertools.cycle(range(len(dataset))):
+        sample = dataset[index]
+        yield sample.image, sample.original_size, model_inputs([sample])
+
+
+def image_inputs(paths: Sequence[str | Path], transform: Compose) -> Iterator[ModelInput]:
+    """The images at ``paths`` through the test ``transform``, endlessly."""
+    for path in itertools.cycle(paths):
+        image = read_image(Path(path))
+        yield transform(image)[0], tuple(image.shape[-2:]), {}
+
+
+@torch.no_grad()
+def time_inference(model: DetectionModel, inputs: Iterable[ModelInput], *, warmup: int, input: str) -> InferenceSpeed:
+    """Time each input alone through the model's own steps: X = ``preprocess`` + ``detect``,
+    Y = ``postprocess``; the first ``warmup`` inputs are run but not counted. ``input``
+    describes the inputs for the report."""
+    model.eval()
+    device = model.device
+    model_s, postprocess_s, detections = [], [], []
+    for i, (image, original_size, extra) in enumerate(inputs):
+        synchronize(device)
+        start = time.perf_counter()
+        batch = model.preprocess([image], [original_size])
+        results, _ = model.detect(batch, **extra)
+        synchronize(device)
+        detected = time.perf_counter()
+        (result,) = model.postprocess(results, batch)
+        synchronize(device)
+        end = time.perf_counter()
+        if i >= warmup:
+            model_s.append(detected - start)
+            postprocess_s.append(end - detected)
+            detections.append(len(result))
+    if not model_s:
+        raise ValueError(f"no image left to time after {warmup} warm-up images")
+    return InferenceSpeed(
+        images=len(model_s),
+        warmup=warmup,
+        input=input,
+        fps=float(1 / np.mean(np.add(model_s, postprocess_s))),
+        model_s=float(np.mean(model_s)),
+        postprocess_s=float(np.mean(postprocess_s)),
+        detections=float(np.mean(detections)),
+    )
+
+
+def _memory_gb(device: torch.device) -> float:
+    """CUDA memory allocated now, or the process's peak RSS so far, in GiB."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / GIB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT / GIB
+
+
+def time_training(cfg: Mapping[str, Any], *, iters: int, warmup: int, device: torch.device) -> TrainSpeed:
+    """Train ``cfg`` (from scratch, as ``detzoo train``) for ``warmup + iters`` iterations in a
+    temporary work dir, logging every iteration and evaluating nothing, and read the
+    trainer's per-iteration times from its log. On a GPU the memory is the largest of the
+    trainer's per-iteration CUDA peaks over the timed iterations; on a CPU the process's
+    peak RSS over the whole run (data set-up, warm-up and the final checkpoint write
+    included; data-loader worker processes not)."""
+    total = warmup + iters
+    short = {
+        **cfg,
+        "data": {k: v for k, v in cfg["data"].items() if k != "val"},
+        "schedule": {"iters": total, "steps": ()},
+        "runtime": {**cfg["runtime"], "device": device.type, "log_interval": 1, "checkpoint_interval": total,
+                    "eval_interval": 0},
+    }
+    before = _memory_gb(device)
+    with tempfile.TemporaryDirectory(prefix="detzoo-benchmark-") as work_dir:
+        train(short, work_dir=work_dir)
+        log = [json.loads(line) for line in (Path(work_dir) / "log.jsonl").read_text().splitlines()]
+    window = log[warmup:]
+    if device.type == "cuda":
+        peak, kind = max(r["memory_mb"] for r in window) / 1024, "cuda_max_allocated"
+    else:
+        peak, kind = _memory_gb(device), "peak_rss"
+    return TrainSpeed(
+        iters=len(window),
+        warmup=warmup,
+        batch_size=cfg["data"]["images_per_gpu"],
+        s_iter=float(np.mean([r["time"] for r in window])),
+        peak_memory_gb=peak,
+        memory_kind=kind,
+        before_gb=before,
+    )
+
+
+def flops_input(pixel_format: PixelFormat, shape: Size) -> Tensor:
+    """The image FLOPs are counted on: uniform noise in 0-255 (seed 0) of ``shape`` (h, w),
+    normalised for the model."""
+    generator = torch.Generator().manual_seed(0)
+    return pixel_format.normalize(torch.rand(3, *shape, generator=generator) * 255)
+
+
+@torch.no_grad()
+def count_complexity(model: DetectionModel, shape: Size) -> Complexity:
+    """FLOPs of one eval forward on ``flops_input`` of ``shape`` (convolutions and matrix
+    products, as ``FlopCounterMode`` counts them; the RoI heads' share depends on how many
+    proposals the dense head keeps, so on the weights), and the model's parameter count."""
+    model.eval()
+    image = flops_input(model.pixel_format, shape).to(model.device)
+    with FlopCounterMode(display=False) as counter:
+        model([image])
+    return Complexity(
+        gflops=counter.get_total_flops() / 1e9,
+        params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+        input_shape=(3, *shape),
+        padded_shape=tuple(model.preprocess([image], None).tensor.shape[-2:]),
+    )
+
+
+def _needs_proposals(cfg: Mapping[str, Any]) -> bool:
+    """Ask the config's model, built on the meta device (no memory, no weights)."""
+    with torch.device("meta"):
+        return build_model(cfg["model"]).needs_proposals
+
+
+def benchmark(
+    config: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    images: Sequence[str | Path] = (),
+    num_images: int | None = None,
+    warmup: int = 5,
+    train_iters: int = 20,
+    train_warmup: int = 5,
+    shape: Size | None = None,
+    inference: bool = True,
+    train: bool = True,
+    flops: bool = True,
+    command: str = "",
+) -> Benchmark:
+    """Measure ``config`` (a name or path, with ``overrides``) on ``device`` ("auto": CUDA
+    when available): training on ``data.train`` (``train_warmup`` + ``train_iters``
+    iterations, from scratch), then inference with ``checkpoint`` (a file or a zoo model name,
+    as ``load_model`` takes it, read after the training; random init without one) on
+    ``images`` or else ``data.val`` (``warmup`` + ``num_images`` images, default each
+    input once), then FLOPs at ``shape`` (h, w; default the config's ``test_scale`` x
+    ``max_size``). ``command`` is recorded as the command that produced the figures."""
+    counts = {"warmup": (warmup, 0), "train_warmup": (train_warmup, 0), "train_iters": (train_iters, 1),
+              "num_images": (1 if num_images is None else num_images, 1),
+              **{f"shape[{i}]": (side, 1) for i, side in enumerate(shape or ())}}
+    for name, (value, least) in counts.items():
+        if value < least:
+            raise ValueError(f"benchmark: {name} must be at least {least}, got {value}")
+    for path in images:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+    cfg = apply_overrides(load_config(config), overrides)
+    if ((inference and images) or flops) and _needs_proposals(cfg):
+        raise ValueError(
+            f"{config} takes precomputed proposals (Fast R-CNN): time its inference on data.val "
+            "(data.val.proposals_file), not --images; its FLOPs are not counted (--skip-flops)"
+        )
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: no CUDA device is available")
+    target = distributed.init_from_env(device)
+    speed = time_training(cfg, iters=train_iters, warmup=train_warmup, device=target) if train else None
+
+    inference_speed = complexity = None
+    if inference or flops:
+        detector = load_model(config, checkpoint, device=str(target), overrides=overrides)
+        model, data = detector.model, detector.config["data"]
+        if inference:
+            if images:
+                available, source = len(images), "images: " + ", ".join(map(str, images))
+                inputs = image_inputs(images, detector.transform)
+            else:
+                dataset = build_dataset(data, "val", model.pixel_format, train=False)
+                available, source = len(dataset), f"data.val: {data['val']['img_dir']} ({len(dataset)} images)"
+                inputs = dataset_inputs(dataset)
+            count = available if num_images is None else num_images
+            source += ", cycled" if warmup + count > available else ""
+            inference_speed = time_inference(
+                model, itertools.islice(inputs, warmup + count), warmup=warmup, input=source
+            )
+        if flops:
+            complexity = count_complexity(model, tuple(shape or (data["test_scale"], data["max_size"])))
+    return Benchmark(
+        config=Path(str(config)).stem,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        command=command,
+        date=datetime.date.today().isoformat(),
+        environment=environment(target),
+        inference=inference_speed,
+        train=speed,
+        complexity=complexity,
+    )

@@ -1,0 +1,55 @@
+"""Published weights by zoo model name: look the name up in the zoo, fetch the file into a
+cache, check its sha256, convert it from its toolbox's format to a detzoo checkpoint.
+
+``detzoo.load_model(NAME, pretrained=True)`` and a zoo model name in place of a checkpoint
+file (``detzoo test CONFIG NAME``, ``load_model(config, checkpoint=NAME)``) come here.
+
+* Lookup: ``detzoo.zoo.metafile.find_model`` (the model index under the config root), whose
+  ``Weights`` give the URL, the sha256 prefix of the file and its format.
+* Cache: ``$DETZOO_CACHE``, else ``~/.cache/detzoo``. Files keep their published names
+  (``<name>-<sha256[:8]>.pth``) and are checked against their hash on every use
+  (``detzoo.engine.checkpoint.fetch_checkpoint``); a file failing the check is removed. A
+  download that fails says which URL to fetch and the path to put it at, so working offline
+  is putting the file there by hand.
+* Conversion: every time, in memory. The converters rename keys and move a few rows, a
+  small fraction of the time that reading the file takes, so a second, converted copy in
+  the cache would only add a file whose hash nobody published. ``detzoo convert`` uses the
+  same ``detzoo.zoo.converters.convert_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from detzoo.engine.checkpoint import CheckpointError, fetch_checkpoint, load_checkpoint
+from detzoo.zoo.converters import convert_checkpoint
+from detzoo.zoo.metafile import ZooError, find_model
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights are kept: ``$DETZOO_CACHE``, else ``~/.cache/detzoo``."""
+    env = os.environ.get("DETZOO_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "detzoo").absolute()
+
+
+def read_weights(checkpoint: str | Path) -> tuple[dict, Path, Path | None]:
+    """The detzoo checkpoint that ``checkpoint`` names, the file it was read from, and its
+    zoo model's config (None for a file).
+
+    ``checkpoint`` is a checkpoint file, or, when no such file exists and it is a bare name,
+    a zoo model whose published weights are fetched into ``cache_dir()``, checked and converted.
+    """
+    path = Path(checkpoint)
+    name = str(checkpoint)
+    if path.is_file() or path.name != name:
+        return load_checkpoint(path), path, None
+    try:
+        model = find_model(name)
+    except ZooError as e:
+        raise FileNotFoundError(f"checkpoint {name!r} is neither a file nor a zoo model: {e}") from e
+    if model.weights is None:
+        raise CheckpointError(f"zoo model {name} has no published weights ({model.metafile} lists none)")
+    weights = model.weights
+    local = fetch_checkpoint(weights.url, cache_dir=cache_dir(), sha256=weights.sha256)
+    return convert_checkpoint(load_checkpoint(local), weights.format), local, model.config

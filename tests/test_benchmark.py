@@ -1,0 +1,151 @@
+"""detzoo benchmark: the JSON the metafiles record, FLOPs and parameters against torch's own
+counter and the model's own count, the timing arithmetic, --skip-*, Fast R-CNN's
+proposals, and one-line errors."""
+
+import json
+import shlex
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from detzoo.api import load_model
+from detzoo.cli import main
+from detzoo.config import load_config
+from detzoo.data.synthetic import data_overrides
+from detzoo.detectors.build import build_model
+from detzoo.engine.checkpoint import save_checkpoint
+from detzoo.evaluation.proposals import save_proposals
+from detzoo.tools.benchmark import flops_input, image_inputs, time_inference
+from tests.conftest import TESTS
+
+TINY = str(TESTS / "configs" / "tiny_faster_rcnn.py")
+IMAGES = sorted(str(p) for p in (TESTS / "data" / "coco" / "images").glob("*.jpg"))
+FAST = ["--warmup", "1", "--train-warmup", "1", "--train-iters", "1", "--device", "cpu"]
+SCHEMA = {
+    "config": None,
+    "checkpoint": None,
+    "command": None,
+    "date": None,
+    "environment": {"device", "device_type", "processor", "threads", "torch", "torchvision", "detzoo", "python"},
+    "inference": {"images", "warmup", "input", "fps", "model_s", "postprocess_s"},
+    "train": {"iters", "warmup", "batch_size", "s_iter", "peak_memory_gb", "memory_kind"},
+    "complexity": {"gflops", "params_m", "input_shape"},
+}
+
+
+def _sets(data_root):
+    return [item for override in data_overrides(data_root) for item in ("--set", override)]
+
+
+def _run(args, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main([*args, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_path, capsys):
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "weights.pth"
+    save_checkpoint(checkpoint, {"model": build_model(load_config(TINY)["model"]).state_dict()})
+    args = ["benchmark", TINY, str(checkpoint), *_sets(synth_data), "--images", *IMAGES, "--num-images", "4",
+            *FAST, "--train-iters", "2", "--shape", "64", "96"]
+    record = _run(args, tmp_path)
+
+    assert set(record) == set(SCHEMA)
+    for part, keys in SCHEMA.items():
+        if keys is not None:
+            assert set(record[part]) == keys, part
+    assert record["config"] == "tiny_faster_rcnn" and record["checkpoint"] == str(checkpoint)
+    assert record["command"] == shlex.join(["detzoo", *args, "--json", str(tmp_path / "bench.json")])
+    env = record["environment"]
+    assert env["device_type"] == "cpu" and env["threads"] == torch.get_num_threads()
+    assert env["torch"] == str(torch.__version__)
+
+    inference = record["inference"]
+    assert inference["images"] == 4 and inference["warmup"] == 1
+    assert inference["input"] == "images: " + ", ".join(IMAGES) + ", cycled"
+    assert inference["model_s"] > 0 and inference["postprocess_s"] > 0
+    assert inference["fps"] == pytest.approx(1 / (inference["model_s"] + inference["postprocess_s"]))
+
+    train = record["train"]
+    assert train["iters"] == 2 and train["warmup"] == 1 and train["batch_size"] == 4  # tiny: images_per_gpu 4
+    assert train["s_iter"] > 0 and train["memory_kind"] == "peak_rss" and train["peak_memory_gb"] > 0
+
+    model = load_model(TINY, checkpoint).model
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model([flops_input(model.pixel_format, (64, 96))])
+    assert counter.get_total_flops() > 0
+    assert record["complexity"]["gflops"] == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-12)
+    assert record["complexity"]["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
+    assert record["complexity"]["input_shape"] == [3, 64, 96]
+
+    text = capsys.readouterr().out
+    for label in ("fps", "X + Y", "s/iter", "peak RSS", "GFLOPs", "params", "threads"):
+        assert label in text, label
+
+
+def test_fps_is_one_over_the_mean_per_image_time_after_warmup(monkeypatch):
+    # per image the clock is read before the model, after it and after post-processing
+    x, y = [9.0, 1.0, 3.0], [7.0, 0.5, 1.5]
+    ticks = iter(t for start, xi, yi in zip([0.0, 100.0, 200.0], x, y) for t in (start, start + xi, start + xi + yi))
+    detector = load_model(TINY)
+    inputs = image_inputs(IMAGES, detector.transform)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    speed = time_inference(detector.model, (next(inputs) for _ in range(3)), warmup=1, input="three images")
+    assert speed.images == 2 and speed.warmup == 1
+    assert speed.model_s == pytest.approx(2.0) and speed.postprocess_s == pytest.approx(1.0)
+    assert speed.fps == pytest.approx(1 / np.mean([1.0 + 0.5, 3.0 + 1.5]))
+
+
+@pytest.mark.parametrize(
+    "skips, kept",
+    [
+        (["--skip-train", "--skip-flops"], "inference"),
+        (["--skip-inference", "--skip-train"], "complexity"),
+        (["--skip-inference", "--skip-flops"], "train"),
+    ],
+)
+def test_skips_leave_their_parts_null(skips, kept, synth_data, tmp_path):
+    record = _run(["benchmark", TINY, *_sets(synth_data), *FAST, *skips], tmp_path)
+    assert [part for part in ("inference", "train", "complexity") if record[part] is not None] == [kept]
+    if kept == "inference":  # data.val: the 8 synthetic validation images after 1 warm-up
+        assert record["inference"]["images"] == 8
+        assert record["inference"]["input"].startswith(f"data.val: {synth_data / 'val' / 'images'} (8 images")
+    if kept == "complexity":  # the config's test size
+        assert record["complexity"]["input_shape"] == [3, 64, 64]
+
+
+def test_fast_rcnn_times_inference_on_the_proposals_of_data_val(synth_data, tmp_path, capsys):
+    image_ids = [image["id"] for image in json.loads((synth_data / "val" / "annotations.json").read_text())["images"]]
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 32, (len(image_ids), 10, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(8, 32, corners.shape)], axis=2).astype(np.float32)
+    save_proposals(tmp_path / "val.npz", {i: (b, np.ones(10, np.float32)) for i, b in zip(image_ids, boxes)})
+    config = str(TESTS / "configs" / "tiny_fast_rcnn.py")
+    sets = [*_sets(synth_data), "--set", f"data.val.proposals_file={tmp_path / 'val.npz'}"]
+    record = _run(["benchmark", config, *sets, *FAST, "--skip-train", "--skip-flops"], tmp_path)
+    assert record["inference"]["images"] == 8 and record["inference"]["model_s"] > 0
+
+    capsys.readouterr()
+    assert main(["benchmark", config, *sets, *FAST, "--skip-train"]) == 2  # FLOPs need proposals: refused at once
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "precomputed proposals" in err[0] and "--skip-flops" in err[0]
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        ([TINY, "--images", "no/such.jpg"], "no/such.jpg"),
+        ([TINY, "no/such.pth", "--skip-train"], "no/such.pth"),
+        (["no_such_config_name"], "no_such_config_name"),
+        ([TINY, "--set", "data.val.img_dirr=x"], "img_dirr"),
+        ([TINY, "--num-images", "0"], "num_images"),
+    ],
+)
+def test_bad_input_is_one_error_line(args, names, capsys):
+    assert main(["benchmark", *args, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("detzoo benchmark: error:") and names in err[0], err
