@@ -9,7 +9,10 @@ One change of structure: BN per level after every head conv (NAS-FPN's head, mmd
 ``RetinaSepBNHead``). The zoo row's unnormalised towers (four convs initialised at std 0.01)
 pass about 1e-3 of the signal, so from scratch the head and backbone barely move in 400
 iterations: box AP 0.0 after 400 iterations for detzoo and for torchvision's RetinaNet in
-the same setting (lr x5 diverges); 14.3 with BN in the head."""
+the same setting (lr x5 diverges); 14.3 with BN in the head. Given time the plain head
+learns: box AP 24.7 / AP50 40.0 after 2000 iterations with gradients clipped at 35
+(``--iters 2000 --set model.dense_head.head.norm=None --set optim.grad_clip=35``; without
+clipping a 3000-iteration run diverged at iteration 171)."""
 
 _base_ = [
     "../../configs/retinanet/retinanet_r50_fpn_1x_coco.py",
