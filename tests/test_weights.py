@@ -4,8 +4,13 @@ The "upstream" checkpoint is a torchvision Faster R-CNN built from torchvision's
 at a small size (ResNet-18, 32-channel FPN, 64-wide box head, 3 classes), saved as
 torchvision saves state dicts under a published name ``<name>-<sha256[:8]>.pth``. A zoo
 of its own (model index, metafile, config) under ``$DETZOO_CONFIG_ROOT`` points at it with
-a ``file://`` URL; ``$DETZOO_CACHE`` is a temp folder. Nothing touches the network."""
+a ``file://`` URL; ``$DETZOO_CACHE`` is a temp folder. Nothing touches the network.
 
+Detectron's checkpoints are all called ``model_final.pkl`` and checked by the md5 published
+at ``<URL>.md5sum``: two of them (Faster R-CNN R-50-FPN in Detectron's blob layout at 1/8
+width, two seeds) are served the same way, each with its ``.md5sum`` beside it."""
+
+import hashlib
 import json
 import re
 import shutil
@@ -27,6 +32,8 @@ from detzoo.data.synthetic import data_overrides
 from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_file
 from detzoo.zoo.converters import mmdet, torchvision
 from detzoo.zoo.converters import convert_checkpoint
+from detzoo.zoo.metafile import load_zoo
+from tests.test_convert_detectron import GAINS, c2_layout, fill, write_detectron
 
 TESTS = Path(__file__).parent
 IMAGE = sorted((TESTS / "data" / "coco" / "images").glob("*.jpg"))[0]
@@ -51,12 +58,12 @@ def upstream(tmp_path_factory) -> Path:
     return staging.rename(staging.with_name(f"{NAME}-{sha256_file(staging)[:8]}.pth"))
 
 
-def write_zoo(root: Path, models: dict[str, dict | None]) -> None:
+def write_zoo(root: Path, models: dict[str, dict | None], config: str = CONFIG) -> None:
     """A model index and one metafile under ``root`` listing ``models`` (name -> Weights or None),
-    each with a config file of its name."""
+    each with a config file of its name holding ``config``."""
     models_yaml = []
     for name, weights in models.items():
-        (root / f"{name}.py").write_text(CONFIG)
+        (root / f"{name}.py").write_text(config)
         entry = {"Name": name, "In Collection": "Tiny", "Config": f"{name}.py",
                  "Metadata": {"Backbone": "R-18", "Style": "pytorch", "Lr schd": "1x", "Epochs": 12}}
         models_yaml.append({**entry, "Weights": weights} if weights else entry)
@@ -229,3 +236,157 @@ def test_verify_checks_the_hash_in_the_name_or_the_given_one(tmp_path, capsys):
     assert "does not end with -<sha256[:8]>.pth; give the expected sha256" in capsys.readouterr().err
     assert main(["verify", published, "--sha256", "xyz"]) == 2
     assert "'xyz' is not 8 to 64 hex digits" in capsys.readouterr().err
+
+
+# --- Detectron's model_final.pkl files, checked by the md5 published beside them ---------------
+
+DETECTRON = ("tiny_detectron_a", "tiny_detectron_b")
+# Detectron's R-50-FPN Faster R-CNN at 1/8 width: the tiny test config on an R-50 body
+DETECTRON_CONFIG = f"""_base_ = {str(TESTS / "configs" / "tiny_faster_rcnn.py")!r}
+model = dict(backbone=dict(depth=50, stem_width=8, norm="FrozenBN"), neck=dict(out_channels=32),
+             roi_heads=dict(box_head=dict(fc_dim=128)))
+"""
+
+
+@pytest.fixture(scope="module")
+def detectron_upstream(tmp_path_factory) -> dict[str, Path]:
+    """Two Detectron Faster R-CNN R-50-FPN checkpoints (``c2_layout``'s blob names and
+    layout, every channel count, a multiple of 32, divided by 8; class, box and anchor counts
+    as published), of seeds 0 and 1, each written as Detectron wrote them (a Python 2 pickle)
+    under its model id as ``<id>/model_final.pkl``, with ``model_final.pkl.md5sum`` beside it."""
+    root = tmp_path_factory.mktemp("detectron")
+    shapes = {k: tuple(d // 8 if d % 32 == 0 else d for d in shape) for k, shape in c2_layout("faster").items()}
+    served = {}
+    for seed, (name, model_id) in enumerate(zip(DETECTRON, ("35857345", "35857389"))):
+        (root / model_id).mkdir()
+        path = write_detectron(root / model_id / "model_final.pkl", fill(shapes, seed=seed, gains=GAINS))
+        md5_file(path).write_text(hashlib.md5(path.read_bytes()).hexdigest())
+        served[name] = path
+    return served
+
+
+def md5_file(path: Path) -> Path:
+    return path.with_name(path.name + ".md5sum")
+
+
+@pytest.fixture
+def detectron_zoo(tmp_path, monkeypatch, detectron_upstream) -> dict:
+    """A zoo of the two Detectron models served from ``server/<model id>/``; an empty cache."""
+    root, cache = tmp_path / "zoo", tmp_path / "cache"
+    root.mkdir()
+    served = {}
+    for name, src in detectron_upstream.items():
+        target = tmp_path / "server" / src.parent.name / src.name
+        target.parent.mkdir(parents=True)
+        served[name] = Path(shutil.copy(src, target))
+        shutil.copy(md5_file(src), md5_file(target))
+    write_zoo(root, {name: {"URL": path.as_uri(), "MD5": md5_file(path).as_uri(), "Format": "detectron"}
+                     for name, path in served.items()}, config=DETECTRON_CONFIG)
+    monkeypatch.setenv("DETZOO_CONFIG_ROOT", str(root))
+    monkeypatch.setenv("DETZOO_CACHE", str(cache))
+    return {"served": served, "cache": cache}
+
+
+def test_detectron_weights_by_name_are_checked_converted_and_cached_apart(detectron_zoo, tmp_path):
+    served, cache = detectron_zoo["served"], detectron_zoo["cache"]
+    first = {name: predict(detzoo.load_model(name, pretrained=True)) for name in DETECTRON}
+    # each cached under its zoo name with its md5 file beside it: the two model_final.pkl do not collide
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        f"{name}-model_final.pkl{suffix}" for name in DETECTRON for suffix in ("", ".md5sum"))
+    for name in DETECTRON:
+        assert (cache / f"{name}-model_final.pkl").read_bytes() == served[name].read_bytes()
+    assert not np.array_equal(first[DETECTRON[0]]["boxes"], first[DETECTRON[1]]["boxes"])
+    # the same detections as `detzoo convert --from detectron` of the served file
+    for name in DETECTRON:
+        out = tmp_path / f"{name}.pth"
+        assert main(["convert", "--from", "detectron", str(served[name]), "--config", name, "--out", str(out)]) == 0
+        ref = predict(detzoo.load_model(name, checkpoint=out))
+        assert len(ref["boxes"]) > 0
+        for key in ("boxes", "scores", "labels"):
+            np.testing.assert_array_equal(first[name][key], ref[key])
+    # later loads read the cache (the server is gone) and check it again: a changed byte is refused
+    shutil.rmtree(served[DETECTRON[0]].parents[1])
+    np.testing.assert_array_equal(predict(detzoo.load_model(DETECTRON[0], pretrained=True))["boxes"],
+                                  first[DETECTRON[0]]["boxes"])
+    cached = cache / f"{DETECTRON[1]}-model_final.pkl"
+    data = bytearray(cached.read_bytes())
+    data[-100] ^= 0x01
+    cached.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"md5 mismatch for {re.escape(str(cached))}: expected "):
+        detzoo.load_model(DETECTRON[1], pretrained=True)
+    assert sorted(p.name for p in cache.iterdir()) == [f"{DETECTRON[0]}-model_final.pkl{s}" for s in ("", ".md5sum")]
+
+
+def test_a_detectron_download_failing_its_md5_is_refused_and_not_kept(detectron_zoo, capsys):
+    name = DETECTRON[0]
+    served, cache = detectron_zoo["served"][name], detectron_zoo["cache"]
+    published = md5_file(served).read_text()
+    md5_file(served).write_text("0" * 32 + "\n")
+    cached = cache / f"{name}-model_final.pkl"
+    message = (f"md5 mismatch for {cached}: expected {'0' * 32} (from {md5_file(served).as_uri()}), got {published} "
+               "(file removed, with its md5 file)")
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        detzoo.load_model(name, pretrained=True)
+    assert list(cache.iterdir()) == []
+    assert main(["infer", name, name, str(IMAGE), "--out", str(cache / "out")]) == 2
+    assert capsys.readouterr().err == f"detzoo infer: error: {message}\n"
+    assert list(cache.iterdir()) == []
+    # an md5 file that holds no md5 (an error page, say) is refused too, and only it is removed
+    md5_file(served).write_text("<html>Not Found</html>")
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(md5_file(cached)))} \(from .*\) does not start "
+                                              r"with an md5, 32 hex digits \(file removed\)"):
+        detzoo.load_model(name, pretrained=True)
+    assert [p.name for p in cache.iterdir()] == [cached.name]
+    md5_file(served).write_text(f"{published}  model_final.pkl\n")  # as `md5sum` prints it
+    assert len(predict(detzoo.load_model(name, pretrained=True))["boxes"]) > 0
+
+
+def test_offline_a_detectron_model_says_where_the_file_and_its_md5_go(detectron_zoo, detectron_upstream, capsys):
+    name = DETECTRON[0]
+    served, cache = detectron_zoo["served"][name], detectron_zoo["cache"]
+    shutil.rmtree(served.parent)  # the server is gone
+    target = cache / f"{name}-model_final.pkl"
+    line = (rf"could not download {re.escape(served.as_uri())} \(.+\); download it and put it at "
+            rf"{re.escape(str(target))}, and {re.escape(md5_file(served).as_uri())} "
+            rf"at {re.escape(str(md5_file(target)))}$")
+    with pytest.raises(CheckpointError, match=line):
+        detzoo.load_model(name, pretrained=True)
+    assert main(["infer", name, name, str(IMAGE), "--out", str(cache / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("detzoo infer: error: ") and re.search(line, err.rstrip("\n"))
+    assert not cache.exists() or list(cache.iterdir()) == []
+    # the checkpoint put there by hand, its md5 not yet: the message names the md5's URL and path
+    cache.mkdir(exist_ok=True)
+    shutil.copy(detectron_upstream[name], target)
+    with pytest.raises(CheckpointError, match=rf"could not download {re.escape(md5_file(served).as_uri())} \(.+\); "
+                                              rf"download it and put it at {re.escape(str(md5_file(target)))}$"):
+        detzoo.load_model(name, pretrained=True)
+    shutil.copy(md5_file(detectron_upstream[name]), md5_file(target))
+    assert len(predict(detzoo.load_model(name, pretrained=True))["boxes"]) > 0
+
+
+def test_every_detectron_row_has_the_detectron_checkpoint_of_its_model_id(capsys):
+    """A config with a Detectron row (its model id in a Reference Source) has Detectron's
+    weights of that id, checked by the md5 at ``<URL>.md5sum``; detectron weights belong to
+    Detectron rows only."""
+    zoo = load_zoo()
+    rows = 0
+    for model in zoo.models.values():
+        ids = {m[1] for r in model.references if (m := re.match(r"Detectron model zoo \(seeds/002\), model id (\d+)",
+                                                                r.source))}
+        assert len(ids) <= 1, model.name
+        weights = model.weights
+        if not ids:
+            assert weights is None or weights.format != "detectron", model.name
+            continue
+        rows += 1
+        (model_id,) = ids
+        assert weights is not None and weights.format == "detectron", model.name
+        assert re.fullmatch(rf"https://dl\.fbaipublicfiles\.com/detectron/{model_id}/12_2017_baselines/"
+                            r"[^/]+\.yaml\.\d\d_\d\d_\d\d\.\w{8}/output/train/[^/]+/"
+                            r"(generalized_rcnn|rpn|retinanet)/model_final\.pkl", weights.url), model.name
+        assert (weights.md5, weights.sha256) == (weights.url + ".md5sum", None), model.name
+    assert rows == 74
+    assert main(["zoo", "show", "faster_rcnn_r50_caffe_fpn_1x_coco"]) == 0
+    url = zoo.find("faster_rcnn_r50_caffe_fpn_1x_coco").weights.url
+    assert f"  weights:    {url} (md5 from {url}.md5sum, format detectron)\n" in capsys.readouterr().out

@@ -178,7 +178,13 @@ def test_a_valid_small_zoo_loads(tmp_path):
     ([dict(_model("tiny_a"), Metadata={"Backbone": "R-18", "Style": "pytorch", "Lr schd": "1x", "Epoch": 12})],
      r"a\.yml: model 'tiny_a': unknown key 'Metadata\.Epoch'; did you mean 'Epochs'"),
     ([_model("tiny_a", Weights={"URL": "https://example.org/tiny_a-0123abcd.pth", "Format": "mmdet"})],
-     r"a\.yml: model 'tiny_a': missing key\(s\) 'Weights\.SHA256'"),
+     r"a\.yml: model 'tiny_a': Weights needs exactly one of 'SHA256' and 'MD5'$"),
+    ([_model("tiny_a", Weights={"URL": "https://example.org/tiny_a-0123abcd.pth", "SHA256": "0123abcd",
+                                "MD5": "https://example.org/tiny_a-0123abcd.pth.md5sum", "Format": "mmdet"})],
+     r"a\.yml: model 'tiny_a': Weights needs exactly one of 'SHA256' and 'MD5'$"),
+    ([_model("tiny_a", Weights={"URL": "https://example.org/model_final.pkl", "MD5": "d41d8cd98f00b204e9800998ecf8427e",
+                                "Format": "detectron"})],
+     r"a\.yml: model 'tiny_a': Weights\.MD5 'd41d8cd98f00b204e9800998ecf8427e' is not the URL of a file holding"),
     ([_model("tiny_a", Weights={"URL": "https://example.org/tiny_a.pth", "SHA256": "0123abcd", "Format": "mmdet"})],
      r"a\.yml: model 'tiny_a': Weights\.SHA256 '0123abcd' is not the 8 hex digits"),
     ([dict(_model("tiny_a"), **{"In Collection": "Tiyn"})],
@@ -206,8 +212,7 @@ def test_cli_reports_a_bad_metafile_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DETZOO_CONFIG_ROOT", str(tmp_path))
     assert main(["zoo", "list"]) == 2
     err = capsys.readouterr().err
-    assert err == f"detzoo zoo: error: {tmp_path / 'a.yml'}: model 'tiny_a': missing key(s) 'Weights.SHA256', " \
-                  "'Weights.Format'\n"
+    assert err == f"detzoo zoo: error: {tmp_path / 'a.yml'}: model 'tiny_a': missing key(s) 'Weights.Format'\n"
 
 
 # --- the command line, and zoo record on a copy of the real zoo ------------------------------

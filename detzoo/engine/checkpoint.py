@@ -11,7 +11,10 @@ the numpy functions and classes that rebuild arrays, dtypes and numpy scalars (u
 of Python 3 store bytes) and the plain containers without opcodes of their own
 (``collections.OrderedDict``, ``set``, ``frozenset``; also as Python 2 spells them). Any
 other global is refused with a ``CheckpointError`` that names the file and the global,
-before anything is called. Python 2 pickles (Detectron's) are read with
+before anything is called. A ``.pth`` that torch's weights-only loader refuses is reported
+as refused, naming the callables its pickle names (read with ``pickletools``, nothing
+run), not as corrupt; only a file that is not a readable pickle is "truncated or
+corrupt". Python 2 pickles (Detectron's) are read with
 ``encoding="latin1"``, which numpy needs to rebuild arrays from Python 2 byte strings. Published files follow mmdetection's
 naming, ``<name>-<sha256[:8]>.pth``, and ``fetch_checkpoint`` checks that prefix the way
 ``torch.hub`` does.
@@ -24,10 +27,12 @@ import collections
 import hashlib
 import os
 import pickle
+import pickletools
 import random
 import re
 import shutil
 import uuid
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
@@ -38,11 +43,13 @@ from urllib.request import urlopen
 import numpy as np
 import torch
 
+from detzoo.errors import UserError
+
 _HASH_IN_NAME = re.compile(r".+-([0-9a-f]{8})\.pth")
 _URL_SCHEMES = ("http", "https", "file")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file is unreadable, refused, or fails its hash check."""
 
 
@@ -83,20 +90,77 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     else:
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # torch raises many types for a corrupt file; all mean the same here
-            # the weights-only unpickler wraps the useful message, "Unsupported global: ...", in a long text
-            detail = (str(e.__context__ or e) or type(e).__name__).split(". Please")[0].splitlines()[0]
-            if "Unsupported global" in detail:
-                raise CheckpointError(
-                    f"checkpoint {path} was refused: it holds pickled Python objects ({detail}); "
-                    "it may contain code, and detzoo only loads weights-only checkpoints"
-                ) from e
-            raise CheckpointError(
-                f"checkpoint {path} could not be read (truncated or corrupt?): {type(e).__name__}: {detail}"
-            ) from e
+        except Exception as e:  # torch raises many types for a bad file; which kind it is, the pickle says
+            raise _load_failure(path, e) from e
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
+
+
+def _pickled_globals(path: Path) -> tuple[list[str], bool]:
+    """The ``module.name`` callables that the pickle of checkpoint ``path`` (the ``data.pkl``
+    of torch's zip format, else the whole file) names, read with ``pickletools`` so that
+    nothing is run, and whether the pickle was read to its end."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+    except (StopIteration, zipfile.BadZipFile, OSError):
+        return [], False
+    names: list[str] = []
+    strings: list[str] = []  # the strings pushed so far: STACK_GLOBAL (protocol 4+) takes the last two
+    memo: dict[int, str] = {}  # the memoized ones, which GET pushes again
+    memo_keys: set[int] = set()  # every memo index in use (MEMOIZE takes the next one)
+    top: str | None = None  # the string on top of the stack, if the last opcode left one there
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            name, was_top, top = opcode.name, top, None
+            if name in ("GLOBAL", "INST"):  # protocols 0-3: "module name"
+                names.append(arg.replace(" ", "."))
+            elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif name.endswith(("UNICODE", "UNICODE8", "STRING")):
+                top = str(arg)
+                strings.append(top)
+            elif name == "MEMOIZE" or name.endswith("PUT"):
+                index = len(memo_keys) if name == "MEMOIZE" else arg
+                memo_keys.add(index)
+                if was_top is not None:
+                    memo[index] = was_top
+                top = was_top
+            elif name.endswith("GET") and arg in memo:
+                top = memo[arg]
+                strings.append(top)
+    except Exception:  # a truncated or corrupt pickle: what was named before the damage still counts
+        return names, False
+    return names, True
+
+
+def _load_failure(path: Path, error: Exception) -> CheckpointError:
+    """Why ``torch.load(path, weights_only=True)`` failed: a pickle that names callables
+    other than torch's and the plain containers (it would run code: refused, and said so),
+    one that torch's weights-only unpickler refused anyway, or a truncated / corrupt file."""
+    # the first sentence of the useful message (the weights-only unpickler wraps it in a long text)
+    detail = re.split(r"\. (?=[A-Z])", (str(error.__context__ or error) or type(error).__name__).splitlines()[0])[0]
+    names, complete = _pickled_globals(path)
+    unsafe = list(dict.fromkeys(n for n in names if n.split(".")[0] != "torch" and
+                                tuple(n.rsplit(".", 1)) not in ALLOWED_GLOBALS))
+    if unsafe:
+        return CheckpointError(
+            f"checkpoint {path} was refused: its pickle calls {', '.join(unsafe[:3])}, which loading would run, "
+            "so it may contain code (a malicious file?); detzoo only loads weights-only checkpoints "
+            "(tensors and plain data)"
+        )
+    if complete and isinstance(error, pickle.UnpicklingError):
+        return CheckpointError(
+            f"checkpoint {path} was refused by torch's weights-only loader ({detail}); "
+            "detzoo only loads weights-only checkpoints (tensors and plain data)"
+        )
+    return CheckpointError(
+        f"checkpoint {path} could not be read (truncated or corrupt?): {type(error).__name__}: {detail}"
+    )
 
 
 _ARRAY = np.zeros(1)
@@ -184,13 +248,18 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+def file_hash(path: str | Path, algorithm: str) -> str:
+    """Hex digest of a file by the ``hashlib`` algorithm named (``sha256``, ``md5``), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    return file_hash(path, "sha256")
 
 
 def _check_hash(path: Path, expected_prefix: str, *, remove_on_mismatch: bool) -> str:
@@ -226,13 +295,53 @@ def verify_file(path: str | Path, *, sha256: str | None = None) -> str:
     return _check_hash(path, expected, remove_on_mismatch=False)
 
 
-def fetch_checkpoint(url_or_path: str, *, cache_dir: str | Path, sha256: str | None = None) -> Path:
+def _download(url: str, path: Path, hint: str = "") -> None:
+    """Download ``url`` to ``path`` unless a file is there; a failure is one line naming
+    the URL and the path to put the file at by hand (then ``hint``)."""
+    if path.is_file():
+        return
+    try:
+        with urlopen(url) as response, atomic_write(path) as f:
+            shutil.copyfileobj(response, f)
+    except OSError as e:  # URLError and HTTPError included
+        reason = e if isinstance(e, HTTPError) else getattr(e, "reason", e)
+        raise CheckpointError(f"could not download {url} ({reason}); download it and put it at {path}{hint}") from e
+
+
+def _check_md5(path: Path, md5_path: Path, md5_url: str) -> None:
+    """``path``'s md5 must be the hex digest that ``md5_path`` (fetched from ``md5_url``) starts
+    with (the whole file in Detectron's ``.md5sum``, the first word in ``md5sum``'s output).
+    A mismatch removes both files, so that the next try fetches both again."""
+    words = md5_path.read_bytes().split()
+    expected = words[0].decode("latin1").lower() if words else ""
+    if not re.fullmatch(r"[0-9a-f]{32}", expected):
+        md5_path.unlink()
+        raise CheckpointError(f"{md5_path} (from {md5_url}) does not start with an md5, 32 hex digits (file removed)")
+    actual = file_hash(path, "md5")
+    if actual != expected:
+        path.unlink()
+        md5_path.unlink()
+        raise CheckpointError(f"md5 mismatch for {path}: expected {expected} (from {md5_url}), got {actual} "
+                              "(file removed, with its md5 file)")
+
+
+def fetch_checkpoint(
+    url_or_path: str,
+    *,
+    cache_dir: str | Path,
+    sha256: str | None = None,
+    md5_url: str | None = None,
+    cache_prefix: str = "",
+) -> Path:
     """Return a local checkpoint path, downloading URLs (http, https, file) into ``cache_dir``.
 
     A local path is returned as is, after checking ``sha256`` if given. A URL's file is
-    downloaded once and reused; its sha256 must start with ``sha256`` if given, else with
-    the 8 hex chars of an mmdetection-style name ``<name>-<8 hex>.pth`` (as torch.hub).
-    A cached file failing its check is removed.
+    downloaded once, as ``cache_prefix`` + the URL's file name, and reused; its sha256
+    must start with ``sha256`` if given, else with the 8 hex chars of an mmdetection-style
+    name ``<name>-<8 hex>.pth`` (as torch.hub). With ``md5_url`` (Detectron's
+    ``<URL>.md5sum``), that file is downloaded once beside it (its name + ``.md5sum``) and
+    the file's md5 must be the one it holds. A cached file failing its check is removed. A
+    failed download names the URL and where to put the file instead (and where its md5 goes).
     """
     if "://" not in url_or_path:
         path = Path(url_or_path)
@@ -249,16 +358,12 @@ def fetch_checkpoint(url_or_path: str, *, cache_dir: str | Path, sha256: str | N
     name = unquote(Path(url.path).name)
     if not name:
         raise ValueError(f"checkpoint URL {url_or_path} does not end with a file name")
-    path = Path(cache_dir) / name
-    if not path.is_file():
-        try:
-            with urlopen(url_or_path) as response, atomic_write(path) as f:
-                shutil.copyfileobj(response, f)
-        except OSError as e:  # URLError and HTTPError included
-            reason = e if isinstance(e, HTTPError) else getattr(e, "reason", e)
-            raise CheckpointError(
-                f"could not download {url_or_path} ({reason}); download it and put it at {path}"
-            ) from e
+    path = Path(cache_dir) / f"{cache_prefix}{name}"
+    md5_path = path.with_name(f"{path.name}.md5sum")
+    _download(url_or_path, path, f", and {md5_url} at {md5_path}" if md5_url else "")
+    if md5_url:
+        _download(md5_url, md5_path)
+        _check_md5(path, md5_path, md5_url)
     expected = sha256 or hash_in_name(name)
     if expected:
         _check_hash(path, expected, remove_on_mismatch=True)

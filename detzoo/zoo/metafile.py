@@ -51,11 +51,24 @@ class ZooError(ValueError):
 
 @dataclass(frozen=True)
 class Weights:
-    """A published checkpoint: its URL, the sha256 prefix in its file name, and the converter it needs."""
+    """A published checkpoint: its URL, the converter it needs, and one integrity check.
+
+    ``sha256``: the 8 hex digits that end the file name (torch.hub's and mmdetection's
+    ``<name>-<sha256[:8]>.pth``). ``md5``: the URL of a file holding the file's md5 (Detectron
+    publishes it at ``<URL>.md5sum`` and names every file ``model_final.pkl``); it comes from
+    the same server as the file, so it catches a corrupt or truncated download, not a server
+    that serves other bytes under both names.
+    """
 
     url: str
-    sha256: str
     format: str
+    sha256: str | None = None
+    md5: str | None = None
+
+    @property
+    def check(self) -> str:
+        """How the file is checked, for people: ``sha256 258fb6c6...`` or ``md5 from <URL>``."""
+        return f"sha256 {self.sha256}..." if self.sha256 is not None else f"md5 from {self.md5}"
 
 
 @dataclass(frozen=True)
@@ -352,16 +365,21 @@ def _result(where: str, section: str, raw: Any) -> Result:
 
 
 def _weights(where: str, raw: Any) -> Weights:
-    _keys(where, "Weights", raw, required=("URL", "SHA256", "Format"))
+    _keys(where, "Weights", raw, required=("URL", "Format"), optional=("SHA256", "MD5"))
+    if ("SHA256" in raw) == ("MD5" in raw):
+        raise ZooError(f"{where}: Weights needs exactly one of 'SHA256' and 'MD5'")
     url = _typed(where, "Weights.URL", raw["URL"], str)
-    sha256 = _typed(where, "Weights.SHA256", raw["SHA256"], str)
+    sha256 = _optional(where, "Weights", raw, "SHA256", str)
+    md5 = _optional(where, "Weights", raw, "MD5", str)
     fmt = _typed(where, "Weights.Format", raw["Format"], str)
-    if hash_in_name(url.rsplit("/", 1)[-1]) != sha256:
+    if sha256 is not None and hash_in_name(url.rsplit("/", 1)[-1]) != sha256:
         raise ZooError(f"{where}: Weights.SHA256 {sha256!r} is not the 8 hex digits that end the URL's "
                        f"file name ('<name>-<sha256[:8]>.pth'): {url}")
+    if md5 is not None and "://" not in md5:
+        raise ZooError(f"{where}: Weights.MD5 {md5!r} is not the URL of a file holding the md5 (e.g. '<URL>.md5sum')")
     if fmt not in CONVERTERS:
         raise ZooError(f"{where}: Weights.Format {fmt!r} is not one of {', '.join(CONVERTERS)}")
-    return Weights(url=url, sha256=sha256, format=fmt)
+    return Weights(url=url, format=fmt, sha256=sha256, md5=md5)
 
 
 def _number(value: Any) -> bool:

@@ -61,7 +61,7 @@ def describe(zoo: Zoo, model: ZooModel) -> str:
         f"  config:     {model.config}",
         f"  metafile:   {model.metafile}",
         f"  backbone:   {model.backbone}, {model.style} style, lr schd {model.lr_schd} ({schedule})",
-        "  weights:    " + (f"{model.weights.url} (sha256 {model.weights.sha256}..., format {model.weights.format})"
+        "  weights:    " + (f"{model.weights.url} ({model.weights.check}, format {model.weights.format})"
                             if model.weights else "none listed"),
         "reference (published by the source named, not measured by detzoo):",
     ]

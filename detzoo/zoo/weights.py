@@ -1,16 +1,19 @@
 """Published weights by zoo model name: look the name up in the zoo, fetch the file into a
-cache, check its sha256, convert it from its toolbox's format to a detzoo checkpoint.
+cache, check its sha256 or md5, convert it from its toolbox's format to a detzoo checkpoint.
 
 ``detzoo.load_model(NAME, pretrained=True)`` and a zoo model name in place of a checkpoint
 file (``detzoo test CONFIG NAME``, ``load_model(config, checkpoint=NAME)``) come here.
 
 * Lookup: ``detzoo.zoo.metafile.find_model`` (the model index under the config root), whose
-  ``Weights`` give the URL, the sha256 prefix of the file and its format.
-* Cache: ``$DETZOO_CACHE``, else ``~/.cache/detzoo``. Files keep their published names
-  (``<name>-<sha256[:8]>.pth``) and are checked against their hash on every use
+  ``Weights`` give the URL, the file's check and its format.
+* Cache: ``$DETZOO_CACHE``, else ``~/.cache/detzoo``. Files named by their hash keep their
+  published names (``<name>-<sha256[:8]>.pth``), which the hash makes unique. Detectron names
+  every file ``model_final.pkl`` and publishes its md5 at ``<URL>.md5sum``: such a file is
+  cached as ``<zoo model name>-model_final.pkl``, its md5 file beside it as
+  ``<zoo model name>-model_final.pkl.md5sum``. Files are checked on every use
   (``detzoo.engine.checkpoint.fetch_checkpoint``); a file failing the check is removed. A
-  download that fails says which URL to fetch and the path to put it at, so working offline
-  is putting the file there by hand.
+  download that fails says which URL to fetch and the path to put it at (and the md5 file's),
+  so working offline is putting the files there by hand.
 * Conversion: every time, in memory. The converters rename keys and move a few rows, a
   small fraction of the time that reading the file takes, so a second, converted copy in
   the cache would only add a file whose hash nobody published. ``detzoo convert`` uses the
@@ -51,5 +54,6 @@ def read_weights(checkpoint: str | Path) -> tuple[dict, Path, Path | None]:
     if model.weights is None:
         raise CheckpointError(f"zoo model {name} has no published weights ({model.metafile} lists none)")
     weights = model.weights
-    local = fetch_checkpoint(weights.url, cache_dir=cache_dir(), sha256=weights.sha256)
+    local = fetch_checkpoint(weights.url, cache_dir=cache_dir(), sha256=weights.sha256, md5_url=weights.md5,
+                             cache_prefix="" if weights.sha256 is not None else f"{model.name}-")
     return convert_checkpoint(load_checkpoint(local), weights.format), local, model.config
