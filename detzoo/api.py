@@ -11,7 +11,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from detzoo.config import apply_overrides, load_config
-from detzoo.data.coco import read_image
+from detzoo.data.coco import read_image, rgb_array
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
@@ -29,7 +29,7 @@ def _to_tensor(image: ImageInput) -> Tensor:
     if isinstance(image, (str, Path)):
         return read_image(Path(image))
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = rgb_array(image, source="the PIL image given")
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise TypeError(
             "predict takes file paths, PIL images or HxWx3 uint8 RGB arrays; got "

@@ -7,10 +7,14 @@ import json
 import logging
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
-from detzoo.config import ConfigError, apply_overrides, load_config
-from detzoo.engine.checkpoint import CheckpointError
+from tqdm import tqdm
+
+import detzoo
+from detzoo.config import apply_overrides, load_config
+from detzoo.errors import UserError
 from detzoo.zoo.converters import CONVERTERS
 
 
@@ -19,23 +23,33 @@ def _config(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from detzoo.engine.trainer import train
+    from detzoo.engine.trainer import NonFiniteLossError, train
 
     work_dir = args.work_dir or Path("work_dirs") / Path(str(args.config)).stem
-    train(_config(args), work_dir=work_dir, resume=args.resume)
+    try:
+        train(_config(args), work_dir=work_dir, resume=args.resume)
+    except NonFiniteLossError as e:  # add the command that goes on with the lower lr
+        sets = [s for s in args.set if not s.startswith("optim.lr=")] + [f"optim.lr={e.lr:g}"]
+        command = ["detzoo", "train", str(args.config), "--work-dir", str(work_dir),
+                   *(["--resume"] if e.resumable else []), *(arg for s in sets for arg in ("--set", s))]
+        raise NonFiniteLossError(f"{e}: {shlex.join(command)}", lr=e.lr, resumable=e.resumable) from e
 
 
 def cmd_test(args: argparse.Namespace) -> None:
     from detzoo.api import load_model
     from detzoo.data.build import build_dataset
+    from detzoo.engine import distributed
     from detzoo.engine.evaluate import evaluate
     from detzoo.engine.tta import build_tta
     from detzoo.evaluation.coco import format_table
 
-    detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
+    device = distributed.init_from_env(args.device)  # under torchrun each process runs a share of the images
+    detector = load_model(args.config, args.checkpoint, device=device, overrides=args.set)
     tta = build_tta(detector.config["data"], detector.model) if args.tta else None
     dataset = build_dataset(detector.config["data"], "val", detector.model.pixel_format, train=False)
     metrics = evaluate(detector.model, dataset, cat_ids=detector.cat_ids, out=args.out, tta=tta)
+    if not distributed.is_main():
+        return
     for kind, values in metrics.items():
         print(f"{kind}\n{format_table(values)}")
     if args.out:
@@ -46,32 +60,57 @@ def cmd_infer(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from detzoo.api import load_model
+    from detzoo.data.coco import read_rgb
+    from detzoo.engine.checkpoint import atomic_write
     from detzoo.visualize import draw_detections, to_jsonable
 
-    detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
+    missing = [path for path in args.images if not Path(path).is_file()]
+    if missing:  # before the model is loaded
+        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+    if args.backend == "onnxruntime":
+        from detzoo.export.onnx import load_onnx_detector
+
+        if args.device != "cpu":
+            raise ValueError(f"--backend onnxruntime runs on the CPU, not --device {args.device}")
+        detector = load_onnx_detector(args.config, args.checkpoint, overrides=args.set)
+    else:
+        detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
+    # every image is read and predicted before anything is written
+    predictions = {str(path): detector.predict(read_rgb(path))[0] for path in args.images}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = {}
-    for path in args.images:
-        pred = detector.predict(path)[0]
-        with Image.open(path) as im:
-            draw_detections(im, pred, score_thresh=args.score_thresh).save(out / (Path(path).stem + ".png"))
-        records[str(path)] = to_jsonable(pred)
-    (out / "predictions.json").write_text(json.dumps(records))
+    for path, pred in predictions.items():
+        image = Image.fromarray(read_rgb(path))  # drawn as the model saw it (16-bit scaled, stored frame)
+        draw_detections(image, pred, score_thresh=args.score_thresh).save(out / (Path(path).stem + ".png"))
+        records[path] = to_jsonable(pred)
+    with atomic_write(out / "predictions.json", text=True) as f:
+        json.dump(records, f)
     print(f"wrote {len(records)} drawn images and predictions.json to {out}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from detzoo.api import build_detector
     from detzoo.config import load_config
-    from detzoo.engine.checkpoint import load_checkpoint, save_checkpoint
+    from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from detzoo.zoo.converters import convert_checkpoint
 
-    converted = convert_checkpoint(load_checkpoint(args.src), args.source)
+    state = load_checkpoint(args.src)
+    try:
+        converted = convert_checkpoint(state, args.source)
+    except ValueError as e:  # the converters' checks of the state dict; their messages do not name the file
+        raise CheckpointError(f"{args.src} is not a {args.source} checkpoint detzoo can convert: {e}") from e
     # the result must load strictly into the config before anything is written
     build_detector(load_config(args.config), converted, source=args.src)
     save_checkpoint(args.out, converted)
     print(f"wrote {args.out}")
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from detzoo.export.onnx import export_onnx
+
+    out = export_onnx(args.config, args.checkpoint, args.out, overrides=args.set, shape=args.shape, opset=args.opset)
+    print(f"wrote {out}")
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
@@ -211,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("images", nargs="+")
             p.add_argument("--out", required=True, help="folder for drawn PNGs and predictions.json")
             p.add_argument("--score-thresh", type=float, default=0.5)
+            p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],
+                           help="onnxruntime: CHECKPOINT is a file of `detzoo export onnx`, run on the CPU")
 
     p = sub.add_parser("convert", help="convert another toolbox's checkpoint")
     p.add_argument("--from", dest="source", choices=list(CONVERTERS), required=True)
@@ -218,6 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the detzoo config the result must load into")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_convert)
+
+    export = sub.add_parser("export", help="export a model for deployment").add_subparsers(
+        dest="export_command", required=True)
+    p = export.add_parser("onnx", help="ONNX graph of one image (dynamic size), NMS and RoIAlign inside")
+    with_config(p)
+    p.add_argument("checkpoint", help="checkpoint file, or a zoo model name for its published weights")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
+                   help="image size to trace with (default: data.test_scale x data.max_size); any size runs")
+    p.add_argument("--opset", type=int, help="ONNX opset, 16-20 (default: 17)")
+    p.set_defaults(fn=cmd_export_onnx)
 
     p = sub.add_parser("publish", help="strip a checkpoint to model + meta, written as <name>-<sha256[:8]>.pth")
     p.add_argument("checkpoint")
@@ -301,6 +353,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"  # torch's text for a DataLoader worker's error
+
+
+def _raised_by_detzoo(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is in the detzoo package."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(Path(detzoo.__file__).parent)
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one line a command shows for ``error`` when bad input caused it, else None (a
+    bug, whose traceback is shown). Bad input is: a ``UserError`` (``ConfigError``,
+    ``CheckpointError``, ``DataError``, ``NonFiniteLossError``); a ``FileNotFoundError``
+    or another ``OSError`` naming a file (permissions, a directory for a file); and a
+    ``ValueError`` raised by detzoo's own input checks (the innermost frame in detzoo;
+    many checks predate ``UserError``). A ``ValueError`` from inside torch, numpy, Pillow
+    or pycocotools is a bug, or input detzoo should have checked: it keeps its traceback.
+    An error in a DataLoader worker, which torch re-raises with the worker's traceback in
+    its message, is shown as the worker's own message."""
+    if not (isinstance(error, (UserError, FileNotFoundError))
+            or isinstance(error, OSError) and error.filename is not None
+            or isinstance(error, ValueError) and _raised_by_detzoo(error)):
+        return None
+    text = str(error)
+    _, worker, worker_traceback = text.partition(_WORKER_TRACEBACK)
+    if worker:  # the last line is "module.Class: message"
+        text = worker_traceback.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -308,8 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join(["detzoo", *argv])
     try:
         args.fn(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"detzoo {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None:
+            raise  # a bug: its traceback
+        for bar in list(tqdm._instances):  # a progress bar the error cut short: end its line first
+            bar.close()
+        print(f"detzoo {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from detzoo.errors import UserError
+
 _SCALARS = (str, int, float, bool, type(None))
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file, override or config section is invalid."""
 
 
@@ -62,7 +64,9 @@ def merge(base: dict, child: dict) -> dict:
 
 
 def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
-    """Return a copy of ``cfg`` with ``a.b.c=VALUE`` items applied (VALUE a Python literal, else a string)."""
+    """Return a copy of ``cfg`` with ``a.b.c=VALUE`` items applied: VALUE is a Python
+    literal, or else a string where the key holds a string or None; any other VALUE
+    (``optim.lr=abc``) is a ``ConfigError`` naming the key and the value."""
     out = copy.deepcopy(cfg)
     for item in overrides:
         dotted, sep, text = item.partition("=")
@@ -79,7 +83,7 @@ def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
                 raise ConfigError(f"--set {item!r}: " + _unknown_key(where, key, node))
             if depth < len(keys) - 1:
                 node = node[key]
-        node[keys[-1]] = _parse_value(text)
+        node[keys[-1]] = _parse_value(item, text, node[keys[-1]])
     return out
 
 
@@ -208,11 +212,16 @@ def _not_allowed(filename: str, node: ast.AST) -> ConfigError:
                        "only NAME = <literal or dict(key=value, ...)> assignments are")
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(item: str, text: str, current: Any) -> Any:
+    """The value of ``--set item`` (``text`` after the '='), replacing ``current``."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
+        if current is None or isinstance(current, str):
+            return text
+    key = item.partition("=")[0]
+    raise ConfigError(f"--set {item!r}: {text!r} is not a valid value for {key}, which holds "
+                      f"{type(current).__name__} {current!r}; give a Python literal, e.g. {key}={current!r}")
 
 
 def _dotted(section: str, key: Any) -> str:

@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 Size = tuple[int, int]  # (height, width)
@@ -79,19 +79,18 @@ class ImageBatch:
         size_divisibility: int = 32,
     ) -> "ImageBatch":
         """Pad (C, H, W) images at the bottom/right with zeros to a common size divisible
-        by ``size_divisibility``."""
+        by ``size_divisibility``. Integer arithmetic on the sizes and ``F.pad``, so that a
+        traced image size stays in the graph (``torch.onnx.export`` of one image)."""
         if len(images) == 0:
             raise ValueError("ImageBatch.from_tensors needs at least one image")
         max_h = max(im.shape[-2] for im in images)
         max_w = max(im.shape[-1] for im in images)
         d = size_divisibility
-        pad_h, pad_w = int(math.ceil(max_h / d) * d), int(math.ceil(max_w / d) * d)
-        tensor = images[0].new_zeros((len(images), images[0].shape[0], pad_h, pad_w))
-        for i, im in enumerate(images):
-            tensor[i, :, : im.shape[-2], : im.shape[-1]].copy_(im)
+        pad_h, pad_w = (max_h + d - 1) // d * d, (max_w + d - 1) // d * d
+        tensor = torch.stack([F.pad(im, (0, pad_w - im.shape[-1], 0, pad_h - im.shape[-2])) for im in images])
         return cls(
             tensor=tensor,
-            image_sizes=[(int(im.shape[-2]), int(im.shape[-1])) for im in images],
+            image_sizes=[tuple(im.shape[-2:]) for im in images],
             original_sizes=[tuple(s) for s in original_sizes],
         )
 

@@ -5,7 +5,7 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
 from detzoo.backbones.resnet import ResNet, make_res_layer
-from detzoo.layers.norm import ConvWS2d, FrozenBatchNorm2d, build_norm, conv_class
+from detzoo.layers.norm import ConvWS2d, FrozenBatchNorm2d, SyncBatchNorm, build_norm, conv_class
 
 SMALL = dict(depth=50, stem_width=8)  # ResNet-50 structure at 1/8 width
 
@@ -98,7 +98,7 @@ def test_frozen_bn_loads_bn_checkpoint():
     frozen = FrozenBatchNorm2d(4)
     frozen.load_state_dict(bn.state_dict(), strict=True)  # num_batches_tracked dropped
     assert build_norm("FrozenBN", 4).__class__ is FrozenBatchNorm2d
-    assert isinstance(build_norm("SyncBN", 4), nn.SyncBatchNorm)
+    assert isinstance(build_norm("SyncBN", 4), SyncBatchNorm)
     # the crop640 configs train SyncBN in one process too: there it is plain BN
     x = torch.randn(2, 4, 3, 3)
     torch.testing.assert_close(build_norm("SyncBN", 4).train()(x), build_norm("BN", 4).train()(x))

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from detzoo.data.coco import CocoDataset, Sample
+from detzoo.data.coco import CocoDataset, DataError, Sample
 from detzoo.data.loader import GroupedBatchSampler, build_test_loader, build_train_loader
 from detzoo.data.synthetic import SHAPES, PERSON_KEYPOINTS, make_synthetic_coco
 from detzoo.data.transforms import RandomFlip, Resize, build_transforms, keypoint_flip_map
@@ -65,10 +65,10 @@ def test_missing_image_file_listed_at_construction(tmp_path):
 def test_corrupt_or_resized_image_named_at_load(tmp_path):
     ds = make(tmp_path, [])
     (tmp_path / "images" / "1.png").write_bytes(b"not a png")
-    with pytest.raises(OSError, match="cannot read image .*1.png"):
+    with pytest.raises(DataError, match="cannot read image .*1.png: UnidentifiedImageError"):
         ds[0]
     Image.new("RGB", (31, 50)).save(tmp_path / "images" / "2.png")
-    with pytest.raises(ValueError, match=r"2.png is 31x50 .* but 30x50"):
+    with pytest.raises(DataError, match=r"2.png is 31x50 .* but 30x50 in the annotation file$"):
         ds[1]
 
 
@@ -140,7 +140,7 @@ def test_keypoints_from_categories(tmp_path):
     assert ds[0].instances.keypoints.tolist() == [[[2, 3, 2], [4, 5, 1]], [[0, 0, 0], [0, 0, 0]]]
     assert ds[1].instances.keypoints.shape == (0, 2, 3)
     annotations[0]["keypoints"] = [2, 3, 2]
-    with pytest.raises(ValueError, match=r"annotation 1 \(image 1\) has 3 keypoint values, expected 3 x 2"):
+    with pytest.raises(DataError, match=r"annotation 1 \(image 1\) has keypoints \[2, 3, 2\], expected 3 x 2 finite"):
         make(tmp_path, annotations, categories, with_keypoints=True)
     with pytest.raises(ValueError, match="no category lists keypoint names"):
         make(tmp_path, [], with_keypoints=True)

@@ -190,7 +190,7 @@ def good_arrays() -> dict[str, np.ndarray]:
         (lambda p: p.write_bytes(npy_bytes(np.zeros(3))), "not an .npz archive"),
         (lambda p: p.write_bytes(corrupt_zip_bytes()), "could not be read"),
         (lambda p: np.savez(p, **{**good_arrays(), "image_ids": np.array([1, None])}),
-         "could not be read.*allow_pickle"),
+         "was refused: it holds pickled Python objects"),
         (lambda p: np.savez(p, **{k: v for k, v in good_arrays().items() if k != "scores"}),
          r"lacks arrays \['scores'\]"),
         (lambda p: np.savez(p, **{**good_arrays(), "counts": np.array([2, 2])}), "inconsistent lengths"),

@@ -1,6 +1,8 @@
 """Seed, device ("auto": CUDA when available, else CPU) and logging/checkpoint/evaluation intervals (in iterations;
 eval_interval 0 evaluates only at the end); tensorboard=True also writes log.jsonl's scalars to
-<work_dir>/tensorboard/ (needs ``pip install detzoo[tensorboard]``)."""
+<work_dir>/tensorboard/ (needs ``pip install detzoo[tensorboard]``). amp: mixed-precision training, None (fp32),
+"fp16" (CUDA: autocast float16 with gradient scaling) or "bf16" (CPU or a bfloat16 GPU: autocast, no scaling); losses,
+box decoding and NMS stay in fp32, evaluation runs in fp32."""
 
 runtime = dict(
     seed=0,
@@ -9,4 +11,5 @@ runtime = dict(
     checkpoint_interval=5000,
     eval_interval=0,
     tensorboard=False,
+    amp=None,
 )

@@ -1,32 +1,25 @@
 """COCO-format datasets: one ``Sample`` (image tensor + ``Instances``) per image.
 
-Annotations are validated once, at construction, in a single pass; ``__getitem__`` only
-reads the image, decodes masks and applies the transforms. Rules for bad input:
+The annotation file is read with ``load_coco`` and its annotations are validated once, at
+construction, in a single pass; ``__getitem__`` only reads the image (``read_image``),
+decodes masks and applies the transforms. What each kind of bad input does (an error, a
+clip, or a skip with a logged count) is listed in one place, ``docs/data_rules.md``; in
+short:
 
-1. An image file listed in ``images`` but absent from ``img_dir`` is an error at
-   construction, listing the first few missing files and their count. An image that
-   cannot be decoded, or whose size on disk differs from the json, is an error when it
-   is loaded, naming the file.
-2. A box with zero or negative width or height, or one lying entirely outside its image,
-   is degenerate: the annotation is skipped and a warning gives the count and the first
-   few annotation ids.
-3. A box partly outside its image is clipped to it; a warning gives the count and ids.
-4. An annotation whose ``category_id`` is not in ``categories``, or whose ``image_id`` is
-   not in ``images``, or whose ``bbox`` is not four numbers, is an error naming the
-   annotation id (and image id and category id).
-5. An image left with no valid annotation is kept with empty ``Instances``, or dropped
-   when ``filter_empty=True`` (the count is logged).
-6. ``iscrowd=1`` annotations are not training targets (as in torchvision and detectron2):
-   they are left out of ``Instances`` but stay in ``coco`` for evaluation.
-7. With ``with_masks=True``: polygons of fewer than three points are dropped, and an
-   annotation left without a polygon or RLE is skipped with a warning (as detectron2
-   does); an RLE whose ``size`` differs from its image is an error.
-8. With ``with_keypoints=True``: the keypoint names come from the categories (one list
-   for all of them; an error if none has one); annotations without ``keypoints`` get
-   all-zero (invisible) keypoints; a ``keypoints`` list of the wrong length is an error.
-9. With a ``proposals_file`` (Fast R-CNN), an image without an entry in it is an error
-   at construction naming the image id and the file; each image keeps its
-   ``proposals_topk`` best-scoring proposals.
+- errors (``DataError`` or ``FileNotFoundError``, naming the file and the image /
+  annotation id): invalid JSON; an image, annotation or category without its required
+  keys or with a non-integer id; an id given twice; no images; an annotation naming an
+  unknown image or category; a bbox that is not four finite numbers; malformed polygons,
+  RLEs or keypoints; missing, undecodable or resized image files; a proposals file
+  without an entry for an image.
+- skipped, with a logged count and the first few ids: degenerate boxes (zero or negative
+  size, or entirely outside the image); annotations left without a polygon of three
+  points or an RLE (with masks); images without annotations when ``filter_empty``.
+- clipped, with a logged count: boxes partly outside the image.
+- ``iscrowd=1`` annotations are not training targets (torchvision, detectron2) but stay
+  in ``coco`` for evaluation.
+- images are read in their stored pixel frame (EXIF orientation not applied), 16-bit
+  images scaled to 8 bit, grayscale / palette / CMYK converted to RGB and alpha dropped.
 
 Warnings and counts go to the ``detzoo.data`` logger.
 """
@@ -35,9 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -47,12 +44,20 @@ from pycocotools.coco import COCO
 from torch import Tensor
 
 from detzoo.data.transforms import Transform
+from detzoo.errors import UserError
 from detzoo.evaluation.proposals import load_proposals, proposals_for
 from detzoo.structures import Instances, Size
 
 logger = logging.getLogger("detzoo.data")
 
 _SHOWN_IDS = 5  # how many offending ids / files an error or warning lists
+_EXIF_ORIENTATION = 0x0112
+_EXIF_TRANSPOSED = (5, 6, 7, 8)  # orientations that turn the image by 90 degrees when displayed
+
+
+class DataError(UserError, ValueError):
+    """An annotation file, one of its entries, an image file or a proposals file is
+    invalid; the message names the file and the image / annotation id."""
 
 
 @dataclass
@@ -86,6 +91,96 @@ def _some(items: list) -> str:
     return shown + (", ..." if len(items) > _SHOWN_IDS else "")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not a string, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_size(value: Any) -> bool:
+    return _is_number(value) and value > 0 and float(value).is_integer()
+
+
+def _numbers(values: Any) -> bool:
+    return isinstance(values, (list, tuple)) and all(_is_number(v) for v in values)
+
+
+# What each entry of an annotation file's lists must hold: key -> (description, check).
+_REQUIRED: dict[str, dict[str, tuple[str, Callable[[Any], bool]]]] = {
+    "images": {
+        "id": ("an integer", _is_int),
+        "file_name": ("a string", lambda v: isinstance(v, str)),
+        "height": ("a positive whole number", _is_size),
+        "width": ("a positive whole number", _is_size),
+    },
+    "annotations": {
+        "id": ("an integer", _is_int),
+        "image_id": ("an integer", _is_int),
+        "category_id": ("an integer", _is_int),
+    },
+    "categories": {"id": ("an integer", _is_int), "name": ("a string", lambda v: isinstance(v, str))},
+}
+
+
+def _check_entries(path: Path, key: str, entries: Any) -> None:
+    """Each entry of ``entries`` (the file's ``key`` list) has the required keys with the
+    right types, and no id is given twice; else a ``DataError`` naming the entry."""
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: {key!r} must be a list, got {type(entries).__name__}")
+    what = {"images": "image", "annotations": "annotation", "categories": "category"}[key]
+    seen: set[int] = set()
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise DataError(f"{path}: entry {index} of {key!r} is a {type(entry).__name__}, expected an object")
+        name = f"{what} {entry['id']}" if _is_int(entry.get("id")) else f"entry {index} of {key!r}"
+        for field, (expected, ok) in _REQUIRED[key].items():
+            if field not in entry:
+                raise DataError(f"{path}: {name} has no {field!r}")
+            if not ok(entry[field]):
+                raise DataError(f"{path}: {name} has {field} {entry[field]!r}, expected {expected}")
+        if entry["id"] in seen:
+            raise DataError(f"{path}: {what} id {entry['id']} is given more than once in {key!r}")
+        seen.add(entry["id"])
+
+
+def load_coco(ann_file: str | Path) -> COCO:
+    """The pycocotools index of a COCO annotation file, after checking what indexing and
+    detzoo rely on: valid JSON, ``images`` / ``annotations`` / ``categories`` lists whose
+    entries hold their required keys, integer ids, no id given twice (pycocotools would
+    silently keep the last). Errors name the file and the entry."""
+    path = Path(ann_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories', "
+                        f"got a {type(data).__name__}")
+    for key in _REQUIRED:
+        _check_entries(path, key, data.setdefault(key, []))
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
+        coco.createIndex()
+    return coco
+
+
+def _segmentation_problem(segm: Any) -> str | None:
+    """What makes ``segm`` unreadable (not a polygon list or an RLE dict), or None."""
+    if segm is None:
+        return None
+    if isinstance(segm, dict):
+        return None if {"size", "counts"} <= set(segm) else f"an RLE without 'size' and 'counts' ({sorted(segm)})"
+    if isinstance(segm, list) and all(_numbers(p) for p in segm):
+        return None
+    return f"segmentation {str(segm)[:60]!r}, expected polygons (lists of finite numbers) or an RLE"
+
+
 def _valid_segmentation(segm) -> list | dict | None:
     """An RLE as is, or the polygons with at least three points; None if nothing is left."""
     if isinstance(segm, dict):
@@ -103,20 +198,64 @@ def _to_rle(segm: list | dict, height: int, width: int) -> dict:
     return segm
 
 
-def read_image(path: Path, size: Size | None = None) -> Tensor:
-    """(3, H, W) float32 RGB 0-255; an error naming the file if it cannot be decoded or,
-    when ``size`` (h, w) is given, has another size."""
+def rgb_array(image: Image.Image, *, source: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a PIL image in its stored pixel frame (EXIF orientation not
+    applied): 16-bit images scaled to 8 bit (v / 257, so 65535 is 255, as OpenCV's color
+    read), grayscale / palette / CMYK converted by Pillow, alpha dropped. 32-bit integer
+    or float images are a ``DataError`` naming ``source``."""
+    if image.mode.startswith("I;16"):
+        gray = np.rint(np.asarray(image, dtype=np.float32) / 257).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode in ("I", "F"):
+        raise DataError(f"image {source} has 32-bit pixels (mode {image.mode}); save it with 8 or 16 bits per channel")
+    return np.asarray(image.convert("RGB"))
+
+
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """``rgb_array`` of an image file and its EXIF orientation tag (1 if none)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-    except OSError as e:
-        raise OSError(f"cannot read image {path}: {e}") from e
-    if size is not None and (rgb.height, rgb.width) != tuple(size):
-        raise ValueError(
-            f"image {path} is {rgb.width}x{rgb.height} (w x h) on disk "
-            f"but {size[1]}x{size[0]} in the annotation file"
+        with warnings.catch_warnings():
+            # over MAX_IMAGE_PIXELS Pillow warns without naming the file; it is logged below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+    except Image.DecompressionBombError as e:
+        raise DataError(f"image {path} was refused as a possible decompression bomb: {e}") from e
+    except Exception as e:  # Pillow raises many types for a corrupt or truncated file; all mean the same here
+        detail = str(e).replace(f" {str(path)!r}", "")  # Pillow's message may repeat the path
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {detail}") from e
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and im.width * im.height > limit:
+        logger.warning("image %s has %d x %d pixels, over Pillow's decompression-bomb limit of %d (read anyway; "
+                       "refused above twice that)", path, im.width, im.height, limit)
+    return rgb_array(im, source=path), im.getexif().get(_EXIF_ORIENTATION, 1)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of an image file by ``rgb_array``'s rules; a missing file
+    is a ``FileNotFoundError``, an undecodable one (or one over twice Pillow's
+    decompression-bomb limit) a ``DataError``, both naming it."""
+    return _decode(Path(path))[0]
+
+
+def read_image(path: Path, size: Size | None = None) -> Tensor:
+    """(3, H, W) float32 RGB 0-255 by ``read_rgb``'s rules; when ``size`` (h, w) is given,
+    another size on disk is a ``DataError`` naming the file (and its EXIF orientation
+    when that explains the difference)."""
+    rgb, orientation = _decode(Path(path))
+    if size is not None and rgb.shape[:2] != tuple(size):
+        exif = ""
+        if orientation in _EXIF_TRANSPOSED and rgb.shape[1::-1] == tuple(size):
+            exif = (f"; its EXIF orientation ({orientation}) turns it by 90 degrees when displayed, but detzoo reads "
+                    "the stored pixels, the frame of COCO's annotations (docs/data_rules.md): store the image "
+                    "turned (PIL.ImageOps.exif_transpose) if the annotations are in the displayed frame")
+        raise DataError(
+            f"image {path} is {rgb.shape[1]}x{rgb.shape[0]} (w x h) on disk "
+            f"but {size[1]}x{size[0]} in the annotation file{exif}"
         )
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).contiguous()
 
 
 class CocoDataset(torch.utils.data.Dataset):
@@ -146,17 +285,16 @@ class CocoDataset(torch.utils.data.Dataset):
         self.transforms = transforms
         self.with_masks = with_masks
         self.with_keypoints = with_keypoints
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
-            self.coco = COCO(self.ann_file)
+        self.coco = load_coco(self.ann_file)
         categories = sorted(self.coco.dataset.get("categories", []), key=lambda c: c["id"])
         self.cat_ids: list[int] = [c["id"] for c in categories]
         self.class_names: list[str] = [c["name"] for c in categories]
         keypoint_lists = {tuple(c["keypoints"]) for c in categories if c.get("keypoints")}
         if len(keypoint_lists) > 1:
-            raise ValueError(f"{self.ann_file}: categories define different keypoint lists")
+            raise DataError(f"{self.ann_file}: categories define different keypoint lists")
         self.keypoint_names: list[str] = list(next(iter(keypoint_lists), ()))
         if with_keypoints and not self.keypoint_names:
-            raise ValueError(f"{self.ann_file}: with_keypoints=True but no category lists keypoint names")
+            raise DataError(f"{self.ann_file}: with_keypoints=True but no category lists keypoint names")
 
         records = self._validate()
         if filter_empty:
@@ -164,6 +302,10 @@ class CocoDataset(torch.utils.data.Dataset):
             dropped = len(records) - len(kept)
             logger.info("%s: dropped %d images without valid annotations", self.ann_file, dropped)
             records = kept
+        if not records:
+            raise DataError(f"{self.ann_file} lists no images" if not self.coco.imgs else
+                            f"{self.ann_file}: none of its {len(self.coco.imgs)} images has a valid annotation "
+                            "(filter_empty drops images without one)")
         missing = [r.file_name for r in records if not (self.img_dir / r.file_name).is_file()]
         if missing:
             raise FileNotFoundError(
@@ -177,8 +319,12 @@ class CocoDataset(torch.utils.data.Dataset):
         self.proposals = None
         if proposals_file is not None:
             self.proposals = load_proposals(proposals_file)
-            for r in self._records:  # fail now, not in the middle of an epoch
-                proposals_for(self.proposals, r.image_id, path=proposals_file)
+            without = [r.image_id for r in records if r.image_id not in self.proposals]
+            if without:  # fail now, not in the middle of an epoch
+                raise DataError(
+                    f"proposals file {proposals_file} has no entry for {len(without)} image(s) of {self.ann_file}, "
+                    f"ids {_some(without)}; write it with `detzoo test` of an RPN on this same dataset"
+                )
 
     def _validate(self) -> list[_Record]:
         """One pass over the annotations: check ids, skip or clip boxes, group by image."""
@@ -189,19 +335,19 @@ class CocoDataset(torch.utils.data.Dataset):
         for ann in self.coco.dataset.get("annotations", []):
             ann_id, image_id, cat_id = ann["id"], ann["image_id"], ann["category_id"]
             if image_id not in per_image:
-                raise ValueError(
+                raise DataError(
                     f"{self.ann_file}: annotation {ann_id} refers to image id {image_id}, not in 'images'"
                 )
             if cat_id not in label_of:
-                raise ValueError(
+                raise DataError(
                     f"{self.ann_file}: annotation {ann_id} (image {image_id}) has category id {cat_id}, "
                     f"not in 'categories' (ids {_some(self.cat_ids)})"
                 )
             bbox = ann.get("bbox")
-            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-                raise ValueError(
+            if not _numbers(bbox) or len(bbox) != 4:
+                raise DataError(
                     f"{self.ann_file}: annotation {ann_id} (image {image_id}) has bbox {bbox!r}, "
-                    "expected [x, y, width, height]"
+                    "expected [x, y, width, height], four finite numbers"
                 )
             if ann.get("iscrowd", 0):
                 continue
@@ -214,9 +360,12 @@ class CocoDataset(torch.utils.data.Dataset):
                 continue
             segm = None
             if self.with_masks:
+                problem = _segmentation_problem(ann.get("segmentation"))
+                if problem:
+                    raise DataError(f"{self.ann_file}: annotation {ann_id} (image {image_id}) has {problem}")
                 segm = _valid_segmentation(ann.get("segmentation"))
-                if isinstance(segm, dict) and list(segm.get("size", ())) != [height, width]:
-                    raise ValueError(
+                if isinstance(segm, dict) and list(segm["size"]) != [height, width]:
+                    raise DataError(
                         f"{self.ann_file}: annotation {ann_id} (image {image_id}) has an RLE of size "
                         f"{segm.get('size')}, but the image is (h, w) {[height, width]}"
                     )
@@ -226,10 +375,10 @@ class CocoDataset(torch.utils.data.Dataset):
             keypoints = None
             if self.with_keypoints:
                 flat = ann.get("keypoints") or [0.0] * (3 * num_keypoints)
-                if len(flat) != 3 * num_keypoints:
-                    raise ValueError(
-                        f"{self.ann_file}: annotation {ann_id} (image {image_id}) has {len(flat)} "
-                        f"keypoint values, expected 3 x {num_keypoints}"
+                if not _numbers(flat) or len(flat) != 3 * num_keypoints:
+                    raise DataError(
+                        f"{self.ann_file}: annotation {ann_id} (image {image_id}) has keypoints {str(flat)[:60]}, "
+                        f"expected 3 x {num_keypoints} finite numbers"
                     )
                 keypoints = np.asarray(flat, dtype=np.float32).reshape(num_keypoints, 3)
             if box != [x, y, x + w, y + h]:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from detzoo.heads.box import RoIHeads
 from detzoo.heads.retina import RetinaNet
 from detzoo.heads.rpn import RPN
+from detzoo.layers.keypoint_ops import heatmaps_to_keypoints
 from detzoo.layers.mask_ops import PASTES, paste_masks
 from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_boxes, scale_points
 
@@ -130,7 +131,8 @@ class DetectionModel(nn.Module):
         boxes_only: bool = False,
     ) -> tuple[list[Instances], dict[str, Tensor]]:
         """The network and its decoding (per-level top-k, NMS): detections in the pixels
-        of the padded batch's images (Detectron's inference time X), and the losses when
+        of the padded batch's images (Detectron's inference time X; masks as (N, S, S)
+        probabilities, keypoints as (N, K, M, M) heatmap logits), and the losses when
         ``targets`` are given in training. ``boxes_only``: at inference, skip the mask and
         keypoint branches (test-time augmentation runs them after merging the boxes)."""
         if targets is not None:
@@ -157,7 +159,7 @@ class DetectionModel(nn.Module):
 
     def postprocess(self, results: Sequence[Instances], batch: ImageBatch) -> list[Instances]:
         """Detections mapped to ``batch.original_sizes`` (Detectron's post-processing time
-        Y): boxes and keypoints scaled, masks pasted and thresholded."""
+        Y): boxes scaled, keypoints decoded and scaled, masks pasted and thresholded."""
         return [
             postprocess(r, from_size, to_size, self.mask_paste)
             for r, from_size, to_size in zip(results, batch.image_sizes, batch.original_sizes)
@@ -165,11 +167,15 @@ class DetectionModel(nn.Module):
 
 
 def postprocess(result: Instances, from_size: Size, to_size: Size, mask_paste: str = "torchvision") -> Instances:
-    """Map detections from the resized input image to the original image: boxes and
-    keypoints scaled, masks pasted into the original image (``mask_paste`` convention)
-    and thresholded at 0.5."""
+    """Map detections from the resized input image to the original image: boxes scaled,
+    keypoints decoded from their (N, K, M, M) heatmaps into (N, K, 3) x, y, score and
+    scaled, masks pasted into the original image (``mask_paste`` convention) and
+    thresholded at 0.5."""
     boxes = scale_boxes(result.boxes, from_size, to_size)
-    keypoints = None if result.keypoints is None else scale_points(result.keypoints, from_size, to_size)
+    keypoints = result.keypoints
+    if keypoints is not None:
+        points, scores = heatmaps_to_keypoints(keypoints, result.boxes)
+        keypoints = scale_points(torch.cat([points[..., :2], scores[..., None]], dim=-1), from_size, to_size)
     masks = result.masks
     if masks is not None:
         masks = paste_masks(masks, boxes, tuple(to_size), convention=mask_paste) > 0.5

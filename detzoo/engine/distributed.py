@@ -1,7 +1,15 @@
 """torch.distributed set-up from the environment that ``torchrun`` provides.
 
-One process per device; multi-node works the same way (torchrun --nnodes N
---node_rank R --master_addr HOST). On CPU the backend is gloo, on CUDA nccl.
+One process per device. Multi-node is the same code: only the environment differs
+(``torchrun --nnodes N --nproc_per_node P --rdzv_backend c10d --rdzv_endpoint HOST:PORT``
+on every node gives each process its RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT). On CPU the backend is gloo, on CUDA nccl.
+
+What the trainer does with it: DDP over the model; each rank a disjoint share of every
+epoch's batches (``GroupedBatchSampler``); the lr scaled to the global batch; SyncBN
+layers synchronised (``detzoo.layers.norm``); every rank's RNG state in the checkpoint;
+logs, checkpoints and the evaluation's files written by rank 0 only; evaluation run on a
+share of the images per rank and gathered before the COCO evaluation.
 """
 
 from __future__ import annotations
@@ -50,6 +58,16 @@ def gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers on every rank (mmcv's ``broadcast_bn_buffer`` before evaluating).
+    Per-process BN's running statistics drift apart between DDP's broadcasts at each
+    forward; without this, each rank would evaluate its share of the images with its own,
+    not those of the checkpoint rank 0 writes."""
+    if dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def reduce_mean(values: dict[str, float]) -> dict[str, float]:

@@ -1,11 +1,12 @@
 """Training loop: SGD with warmup + step schedule, JSON-lines logs (optionally mirrored to
 TensorBoard), atomic checkpoints, exact resume, periodic evaluation, torch.distributed
-data parallelism."""
+data parallelism (``detzoo.engine.distributed``), mixed precision (``runtime.amp``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import random
 import time
@@ -18,16 +19,26 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import detzoo
+from detzoo.api import load_state
 from detzoo.config import ConfigError, check_keys, dump_config
 from detzoo.data.build import build_dataset
 from detzoo.data.loader import build_train_loader
 from detzoo.detectors.build import build_model, num_classes_key
 from detzoo.engine import distributed
-from detzoo.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from detzoo.engine.checkpoint import (
+    CheckpointError,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from detzoo.engine.evaluate import evaluate, model_inputs
 from detzoo.engine.schedule import WarmupMultiStepLR, resolve_schedule, scale_lr
+from detzoo.errors import UserError
 from detzoo.evaluation.coco import format_table
 from detzoo.layers.norm import is_norm
+
+logger = logging.getLogger("detzoo.train")
 
 CONFIG_KEYS = ("model", "data", "optim", "schedule", "runtime")
 OPTIM_KEYS = (
@@ -41,7 +52,8 @@ OPTIM_KEYS = (
     "gamma",
     "grad_clip",
 )
-RUNTIME_KEYS = ("seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard")
+RUNTIME_KEYS = ("seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard", "amp")
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 CHECKPOINT = "checkpoint.pth"
 FINAL = "model_final.pth"
 
@@ -50,6 +62,101 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def autocast_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``runtime.amp`` on ``device``: None trains in fp32; "fp16" is
+    CUDA only (with gradient scaling); "bf16" runs on the CPU and on GPUs that support it
+    (no scaling). fp16 on the CPU is an error rather than a silent switch to bf16."""
+    if amp is None:
+        return None
+    if amp not in AMP_DTYPES:
+        raise ConfigError(f"runtime.amp must be None, 'fp16' or 'bf16', got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"runtime.amp='fp16' needs CUDA (device: {device}); on the CPU use runtime.amp='bf16'")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"runtime.amp='bf16': {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp16'")
+    return AMP_DTYPES[amp]
+
+
+def rank_rng_state(rng: list[dict] | dict, *, path: Path, rank: int, world: int) -> dict:
+    """This rank's RNG state from a training checkpoint's ``rng`` (one state per rank; a
+    plain dict in a checkpoint written by one process before per-rank states). A run with
+    another number of processes is refused: the data split and the lr depend on it."""
+    states = rng if isinstance(rng, list) else [rng]
+    if len(states) != world:
+        raise ConfigError(
+            f"{path} was written by {len(states)} process(es) but this run has {world}; "
+            f"resume with {len(states)} (torchrun --nproc_per_node / --nnodes)"
+        )
+    return states[rank]
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss (or, at a checkpoint, a weight) became NaN or infinite: training stopped
+    before the bad state was saved. ``lr`` is the suggested (tenfold lower) ``optim.lr``;
+    ``resumable``: this run wrote a checkpoint to resume from."""
+
+    def __init__(self, message: str, *, lr: float, resumable: bool) -> None:
+        super().__init__(message)
+        self.lr = lr
+        self.resumable = resumable
+
+
+def _non_finite(what: str, iteration: int, *, cfg: Mapping[str, Any], checkpoint: Path, saved: int | None,
+                weights_gave_it: bool = False) -> NonFiniteLossError:
+    """The ``NonFiniteLossError`` for ``what`` at ``iteration`` (as logged), saying how to go
+    on: resume from this run's last checkpoint (of iteration ``saved``) with a lower lr, or
+    start again with one when there is none or when its weights gave the failing loss."""
+    lr = cfg["optim"]["lr"] / 10
+    if saved is None:
+        advice = f"no checkpoint of this run was written yet: start again with a lower lr, e.g. optim.lr={lr:g}"
+    elif weights_gave_it:
+        advice = (f"the last checkpoint, {checkpoint} (iteration {saved}), is left as it was, but its weights "
+                  f"give this loss: start again with a lower lr, e.g. optim.lr={lr:g}")
+    else:
+        advice = (f"the last good checkpoint, {checkpoint} (iteration {saved}), is left as it was: "
+                  f"resume from it with a lower lr, e.g. optim.lr={lr:g}")
+    return NonFiniteLossError(f"{what} at iteration {iteration}; training stopped; {advice}",
+                              lr=lr, resumable=saved is not None and not weights_gave_it)
+
+
+def _config_changes(old: Any, new: Any, key: str = "") -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs between two configs."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return [change for k in sorted({*old, *new}, key=str)
+                for change in _config_changes(old.get(k, "<unset>"), new.get(k, "<unset>"), f"{key}{k}.")]
+    return [] if old == new else [f"{key[:-1]}: {old!r} -> {new!r}"]
+
+
+def resume_state(state: Mapping[str, Any], path: Path, *, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any]) -> int:
+    """Load a training checkpoint's weights and optimizer buffers (momentum) into ``model``
+    and ``optimizer``; return its iteration. The optimizer's hyperparameters (lr, momentum,
+    weight decay) stay those of ``cfg``, so overrides given when resuming apply: the
+    scheduler, built afterwards, puts the lr where ``cfg``'s schedule has it at the resumed
+    iteration (the warmup is not restarted). What ``cfg`` changes from the checkpoint's
+    config is logged. A checkpoint that is not a training one, or does not fit the model
+    or its parameter groups, is a ``CheckpointError``."""
+    missing = [key for key in ("model", "optimizer", "iteration", "rng") if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint: it lacks {missing}")
+    load_state(model, state["model"], path)
+    own = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as e:  # torch: another number or size of parameter groups
+        raise CheckpointError(
+            f"cannot resume from {path}: its optimizer state does not fit this config's parameter groups ({e}); "
+            "optim.norm_weight_decay or the frozen layers differ from the run that wrote it"
+        ) from e
+    for group, hyperparameters in zip(optimizer.param_groups, own):
+        group.update(hyperparameters, initial_lr=hyperparameters["lr"])  # initial_lr: the scheduler's base lr
+    changes = _config_changes(state.get("meta", {}).get("config", {}), cfg)
+    if changes:
+        logger.warning("resuming %s (iteration %d) with a changed config, applied from here on: %s",
+                       path, state["iteration"], "; ".join(changes))
+    return state["iteration"]
 
 
 def _checkpoint_meta(cfg: Mapping[str, Any], dataset) -> dict[str, Any]:
@@ -131,6 +238,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
     log = TrainingLog(work_dir, tensorboard=runtime["tensorboard"])
     device = distributed.init_from_env(runtime["device"])
     rank, world = distributed.rank(), distributed.world_size()
+    amp_dtype = autocast_dtype(runtime["amp"], device)
     _seed_all(runtime["seed"] + rank)
 
     model = build_model(cfg["model"]).to(device)
@@ -156,40 +264,52 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
         lr=scale_lr(optim["lr"], base_batch_size=optim["base_batch_size"], batch_size=batch),
         momentum=optim["momentum"],
     )
+    # A pass-through unless fp16: then the loss is scaled and steps with inf/NaN gradients skipped.
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime["amp"] == "fp16")
+    start = 0
+    if resume:
+        state = load_checkpoint(work_dir / CHECKPOINT, map_location=device)
+        start = resume_state(state, work_dir / CHECKPOINT, model=model, optimizer=optimizer, cfg=cfg)
+        set_rng_state(rank_rng_state(state["rng"], path=work_dir / CHECKPOINT, rank=rank, world=world))
+        if state.get("scaler"):  # empty when written without fp16: the scaler starts afresh
+            scaler.load_state_dict(state["scaler"])
+    # built after resuming, from the config: the lr at each iteration is its schedule's
     scheduler = WarmupMultiStepLR(
         optimizer,
         steps=schedule.steps,
         gamma=optim["gamma"],
         warmup_iters=optim["warmup_iters"],
         warmup_factor=optim["warmup_factor"],
+        last_epoch=start - 1,
     )
-    start = 0
-    if resume:
-        state = load_checkpoint(work_dir / CHECKPOINT, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        start = state["iteration"]
     meta = _checkpoint_meta(cfg, train_set)
     if distributed.is_main():
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "config.py").write_text(dump_config(dict(cfg)))
-    net = DistributedDataParallel(model) if world > 1 else model
+    device_ids = [device.index] if device.type == "cuda" else None
+    net = DistributedDataParallel(model, device_ids=device_ids) if world > 1 else model
+
+    saved = start if resume else None  # the iteration of this run's last checkpoint
 
     def save(iteration: int) -> None:
+        nonlocal saved
+        if not all(torch.isfinite(p).all() for p in model.parameters()):  # never save a broken state
+            raise _non_finite("a weight is not finite", iteration, cfg=cfg, checkpoint=work_dir / CHECKPOINT,
+                              saved=saved)
+        rng = distributed.gather(get_rng_state())  # every rank's, for an exact resume under DDP
         if distributed.is_main():
             save_checkpoint(
                 work_dir / CHECKPOINT,
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
                     "iteration": iteration,
-                    "rng": get_rng_state(),
+                    "rng": rng,
+                    "scaler": scaler.state_dict(),
                     "meta": meta,
                 },
             )
+        saved = iteration
 
     metrics: dict[str, dict[str, float]] = {}
     it = start
@@ -204,19 +324,21 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
         tick = time.perf_counter()
         for samples in loader:
             data_time = time.perf_counter() - tick
-            losses = net([s.image for s in samples], [s.instances for s in samples], **model_inputs(samples))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                losses = net([s.image for s in samples], [s.instances for s in samples], **model_inputs(samples))
             loss = sum(losses.values())
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at iteration {it}: "
-                    + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                )
+                terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+                raise _non_finite(f"loss is {loss.item()} ({terms})", it + 1, cfg=cfg, checkpoint=work_dir / CHECKPOINT,
+                                  saved=saved, weights_gave_it=saved == it)  # it: the weights' iteration
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if optim["grad_clip"]:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             it += 1
             window.append(
@@ -239,6 +361,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
             if val_set is not None and (
                 it == schedule.max_iters or (runtime["eval_interval"] and it % runtime["eval_interval"] == 0)
             ):
+                distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves
                 metrics = evaluate(model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"])
                 log.write({"iter": it, "eval": metrics})
                 if distributed.is_main():

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +27,9 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
     "keypoints": ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"),
 }
 _RESULT_FIELD = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}
+_SHOWN_IDS = 5
+
+logger = logging.getLogger("detzoo.evaluation")
 
 
 def _encode_masks(masks: torch.Tensor) -> list[dict]:
@@ -122,17 +126,76 @@ def evaluate_coco(
 ) -> dict[str, float]:
     """COCOeval's summary stats as fractions, named as in ``METRIC_NAMES[iou_type]``.
 
-    Empty results give all zeros. For "segm" the results' boxes are dropped so that area
-    ranges use the mask area (as detectron2 does). ``img_ids`` restricts the evaluation.
+    Empty results give all zeros; a ground truth without annotations (COCO test-dev, say)
+    gives COCOeval's -1 ("-": nothing to evaluate), with a warning. For "segm" the results'
+    boxes are dropped so that area ranges use the mask area (as detectron2 does).
+    ``img_ids`` restricts the evaluation.
     """
     results = prepare_results(coco_gt, results, iou_type=iou_type, img_ids=img_ids)
     names = METRIC_NAMES[iou_type]
+    if not coco_gt.dataset.get("annotations"):
+        logger.warning("the ground truth has no annotations: nothing to evaluate (%s metrics are -)", iou_type)
+        return dict.fromkeys(names, -1.0)
     if not results:
         return dict.fromkeys(names, 0.0)
     coco_eval = run_cocoeval(coco_gt, results, iou_type=iou_type, img_ids=img_ids)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.summarize()
     return {name: float(value) for name, value in zip(names, coco_eval.stats)}
+
+
+def _evaluable(ann: dict, iou_type: str) -> dict | None:
+    """``ann`` as COCOeval can use it for ``iou_type`` (a copy if anything was filled in or
+    dropped), or None when it has nothing to evaluate there; see ``evaluable_ground_truth``."""
+    out = ann if "area" in ann else {**ann, "area": float(ann["bbox"][2] * ann["bbox"][3])}
+    if iou_type == "segm":
+        segm = ann.get("segmentation")
+        if isinstance(segm, list):
+            polygons = [p for p in segm if len(p) >= 6 and len(p) % 2 == 0]
+            if not polygons:
+                return None
+            if len(polygons) != len(segm):
+                out = {**out, "segmentation": polygons}
+        elif not isinstance(segm, dict):
+            return None
+    if iou_type == "keypoints":
+        if not ann.get("keypoints"):
+            return None
+        if "num_keypoints" not in ann:
+            out = {**out, "num_keypoints": sum(v > 0 for v in ann["keypoints"][2::3])}
+    return out
+
+
+def evaluable_ground_truth(coco_gt: COCO, iou_type: str) -> COCO:
+    """``coco_gt`` itself, or a copy in which every annotation can be evaluated as
+    ``iou_type`` without crashing COCOeval (bad ground truth never stops an evaluation):
+    a missing ``area`` becomes the box area; for "segm", polygons of fewer than three
+    points are dropped and an annotation left without a polygon or RLE is left out (as
+    training skips it); for "keypoints", an annotation without keypoints is left out and a
+    missing ``num_keypoints`` counts the visible ones. What was left out is logged."""
+    fixed, left_out = {}, []
+    for ann in coco_gt.dataset.get("annotations", []):
+        usable = _evaluable(ann, iou_type)
+        if usable is None:
+            left_out.append(ann["id"])
+        elif usable is not ann:
+            fixed[ann["id"]] = usable
+    if left_out:
+        shown = ", ".join(map(str, left_out[:_SHOWN_IDS])) + (", ..." if len(left_out) > _SHOWN_IDS else "")
+        what = "a polygon of 3+ points or an RLE" if iou_type == "segm" else "keypoints"
+        logger.warning("%d ground-truth annotation(s) without %s left out of the %s evaluation, ids %s",
+                       len(left_out), what, iou_type, shown)
+    if not fixed and not left_out:
+        return coco_gt
+    dropped = set(left_out)
+    out = COCO()
+    out.dataset = {
+        **coco_gt.dataset,
+        "annotations": [fixed.get(a["id"], a) for a in coco_gt.dataset["annotations"] if a["id"] not in dropped],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        out.createIndex()
+    return out
 
 
 def run_cocoeval(
@@ -147,7 +210,9 @@ def run_cocoeval(
 ) -> COCOeval:
     """COCOeval's evaluate and accumulate, quietly, on non-empty ``results`` (loadRes writes
     into them). ``use_cats``, ``max_dets`` and ``iou_thrs`` set ``params.useCats`` /
-    ``params.maxDets`` / ``params.iouThrs``."""
+    ``params.maxDets`` / ``params.iouThrs``. The ground truth goes through
+    ``evaluable_ground_truth`` first."""
+    coco_gt = evaluable_ground_truth(coco_gt, iou_type)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), iouType=iou_type)
         if img_ids is not None:

@@ -170,9 +170,12 @@ def load_proposals(path: str | Path) -> dict[int, tuple[np.ndarray, np.ndarray]]
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in _FILE_ARRAYS if key in npz.files}
     except Exception as e:  # numpy/zipfile raise many types for a bad file; all mean the same here
-        raise ValueError(
-            f"proposals file {path} could not be read (corrupt, or pickled objects?): {type(e).__name__}: {e}"
-        ) from e
+        if "allow_pickle" in str(e):  # numpy's refusal of an object array, which unpickling would build
+            raise ValueError(
+                f"proposals file {path} was refused: it holds pickled Python objects, which loading would run "
+                "(a malicious file?); detzoo reads only numeric arrays from it"
+            ) from e
+        raise ValueError(f"proposals file {path} could not be read (corrupt?): {type(e).__name__}: {e}") from e
     missing = [key for key in _FILE_ARRAYS if key not in arrays]
     if missing:
         raise ValueError(f"proposals file {path} lacks arrays {missing}; it needs {list(_FILE_ARRAYS)}")

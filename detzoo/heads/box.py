@@ -68,7 +68,8 @@ class Res5BoxHead(nn.Module):
 
 
 class BoxPredictor(nn.Module):
-    """Class logits over ``num_classes`` + 1 (background last) and per-class deltas."""
+    """Class logits over ``num_classes`` + 1 (background last) and per-class deltas, in
+    fp32 (under mixed precision too: losses and box decoding read them)."""
 
     def __init__(self, *, in_channels: int, num_classes: int) -> None:
         super().__init__()
@@ -80,7 +81,7 @@ class BoxPredictor(nn.Module):
         nn.init.zeros_(self.bbox_pred.bias)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.cls_score(x), self.bbox_pred(x)
+        return self.cls_score(x).float(), self.bbox_pred(x).float()
 
 
 class RoIHeads(nn.Module):
@@ -232,7 +233,8 @@ class RoIHeads(nn.Module):
         scores = F.softmax(logits, -1)[:, : self.num_classes]
         pred = self.box_coder.decode(deltas, torch.cat(boxes))
         results = []
-        for s, b, size in zip(scores.split([len(x) for x in boxes]), pred.split([len(x) for x in boxes]), image_sizes):
+        counts = [x.shape[0] for x in boxes]  # not len(): a traced size stays in the graph (ONNX export)
+        for s, b, size in zip(scores.split(counts), pred.split(counts), image_sizes):
             b = clip_boxes(b, size).reshape(-1, 4)
             labels = torch.arange(self.num_classes, device=s.device).repeat(s.shape[0])
             s = s.reshape(-1)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detzoo.layers.conv import conv_stack
-from detzoo.layers.keypoint_ops import heatmaps_to_keypoints, keypoint_loss, keypoint_targets
+from detzoo.layers.keypoint_ops import keypoint_loss, keypoint_targets
 from detzoo.layers.mask_ops import mask_loss, mask_targets
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
 from detzoo.structures import Instances
@@ -86,7 +86,9 @@ class _Branch(nn.Module):
         self.in_features = list(in_features)
 
     def _head(self, features: Mapping[str, Tensor], boxes: Sequence[Tensor]) -> Tensor:
-        return self.head(self.pooler([features[f] for f in self.in_features], boxes))
+        """The head's logits in fp32 (under mixed precision too): losses, mask pasting and
+        keypoint decoding read them."""
+        return self.head(self.pooler([features[f] for f in self.in_features], boxes)).float()
 
 
 class MaskBranch(_Branch):
@@ -109,13 +111,17 @@ class MaskBranch(_Branch):
     def predict(self, features: Mapping[str, Tensor], results: Sequence[Instances]) -> list[Instances]:
         logits = self._head(features, [r.boxes for r in results])
         labels = torch.cat([r.labels for r in results])
-        probs = logits[torch.arange(len(labels), device=labels.device), labels].sigmoid()
-        return [replace(r, masks=p) for r, p in zip(results, probs.split([len(r) for r in results]))]
+        # shape[0], not len(): a traced size stays in the graph (ONNX export)
+        probs = logits[torch.arange(labels.shape[0], device=labels.device), labels].sigmoid()
+        return [replace(r, masks=p) for r, p in zip(results, probs.split([r.boxes.shape[0] for r in results]))]
 
 
 class KeypointBranch(_Branch):
     """Training: softmax cross-entropy over the 56x56 heatmap of each visible keypoint,
-    normalised by their number. Inference: ``keypoints`` (N, K, 3) = x, y, score."""
+    normalised by their number. Inference: ``keypoints`` of each detection = its (K, 56, 56)
+    heatmap logits, which ``detzoo.detectors.model.postprocess`` decodes into (K, 3) x, y,
+    score (Detectron's post-processing, as mask pasting; a per-box loop over data-dependent
+    sizes, outside an exported ONNX graph)."""
 
     def losses(
         self, features: Mapping[str, Tensor], boxes: Sequence[Tensor], gt_keypoints: Sequence[Tensor]
@@ -128,8 +134,4 @@ class KeypointBranch(_Branch):
 
     def predict(self, features: Mapping[str, Tensor], results: Sequence[Instances]) -> list[Instances]:
         logits = self._head(features, [r.boxes for r in results])
-        out = []
-        for r, lg in zip(results, logits.split([len(r) for r in results])):
-            points, scores = heatmaps_to_keypoints(lg, r.boxes)
-            out.append(replace(r, keypoints=torch.cat([points[..., :2], scores[..., None]], dim=-1)))
-        return out
+        return [replace(r, keypoints=lg) for r, lg in zip(results, logits.split([r.boxes.shape[0] for r in results]))]

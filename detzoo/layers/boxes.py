@@ -50,11 +50,11 @@ class BoxCoder:
         heights = reference[:, 3] - reference[:, 1]
         ctr_x = reference[:, 0] + 0.5 * widths
         ctr_y = reference[:, 1] + 0.5 * heights
-        deltas = deltas.reshape(deltas.shape[0], deltas.shape[1] // 4, 4)  # also for 0 rows
-        dx = deltas[..., 0] / wx
-        dy = deltas[..., 1] / wy
-        dw = (deltas[..., 2] / ww).clamp(min=self.min_clip, max=self.clip)
-        dh = (deltas[..., 3] / wh).clamp(min=self.min_clip, max=self.clip)
+        # strided columns, not a reshape to (N, C, 4): an ONNX Reshape cannot infer C when N is 0
+        dx = deltas[:, 0::4] / wx
+        dy = deltas[:, 1::4] / wy
+        dw = (deltas[:, 2::4] / ww).clamp(min=self.min_clip, max=self.clip)
+        dh = (deltas[:, 3::4] / wh).clamp(min=self.min_clip, max=self.clip)
         pred_x = dx * widths[:, None] + ctr_x[:, None]
         pred_y = dy * heights[:, None] + ctr_y[:, None]
         half_w = 0.5 * (torch.exp(dw) * widths[:, None])

@@ -1,10 +1,30 @@
-"""Normalisation layers: frozen BN, BN, SyncBN, GN, and weight-standardised convolution."""
+"""Normalisation layers: frozen BN, BN, SyncBN, GN, and weight-standardised convolution.
+
+The SyncBN rule: the config says which layers synchronise. ``norm="SyncBN"`` builds a
+``SyncBatchNorm``: plain BN in one process, batch statistics over all processes under
+torch.distributed with world size > 1, on any device. ``norm="BN"`` stays per-process BN
+under DDP (mmdetection without ``sync_bn``, detectron2's "BN"): nothing is converted
+behind the config's back, and BN and SyncBN checkpoints load into each other.
+"""
+
+from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["NORMS", "ConvWS2d", "FrozenBatchNorm2d", "build_norm", "conv_class", "is_batch_norm", "is_norm"]
+__all__ = [
+    "NORMS",
+    "ConvWS2d",
+    "FrozenBatchNorm2d",
+    "SyncBatchNorm",
+    "build_norm",
+    "conv_class",
+    "is_batch_norm",
+    "is_norm",
+]
 
 NORMS = ("FrozenBN", "BN", "SyncBN", "GN")
 
@@ -29,6 +49,45 @@ class ConvWS2d(nn.Conv2d):
         return self._conv_forward(x, self.standardized_weight(), self.bias)
 
 
+class SyncBatchNorm(nn.BatchNorm2d):
+    """BN whose batch statistics cover every process, on the CPU (gloo) as on GPUs (nccl).
+
+    In training under world size > 1 the per-channel sum, then the sum of squared
+    deviations from the global mean, are summed over processes with a differentiable
+    all-reduce (as detectron2's ``NaiveSyncBatchNorm``, weighted by each process's pixel
+    count), so gradients reach every process's input: the result is BN over the
+    concatenated batch (``tests/test_distributed.py``). In one process, or in eval mode,
+    it is ``nn.BatchNorm2d``. Not ``nn.SyncBatchNorm``: torch's kernels and DDP refuse it on
+    the CPU. The cost: two small all-reduces per layer in the forward and two in the
+    backward, where torch's CUDA kernels need one each.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        synced = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if not synced:
+            return super().forward(x)
+        self._check_input_dim(x)
+        dims = [0, *range(2, x.dim())]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        x32 = x.float()
+        count = x32.new_full((1,), x32.numel() / x32.shape[1])
+        sums = dist_fn.all_reduce(torch.cat([x32.sum(dims), count]))
+        count = sums[-1]
+        mean = sums[:-1] / count
+        centred = x32 - mean.view(shape)
+        var = dist_fn.all_reduce((centred * centred).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                factor = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked.item()
+                self.running_mean.lerp_(mean, factor)
+                self.running_var.lerp_(var * count / (count - 1), factor)
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
+
+
 def conv_class(ws: bool) -> type[nn.Conv2d]:
     """``ConvWS2d`` when ``ws`` (GN+WS models), else ``nn.Conv2d``."""
     return ConvWS2d if ws else nn.Conv2d
@@ -37,15 +96,15 @@ def conv_class(ws: bool) -> type[nn.Conv2d]:
 def build_norm(norm: str, num_channels: int, *, num_groups: int = 32) -> nn.Module:
     """A 2d norm layer by name: one of ``NORMS``; ``num_groups`` is used by GN only.
 
-    SyncBN is ``nn.SyncBatchNorm``: statistics synchronised across processes under
-    torch.distributed, plain BN in a single process (CPU included).
+    SyncBN is ``SyncBatchNorm`` (see the module's SyncBN rule): statistics synchronised
+    across processes under torch.distributed, plain BN in a single process (CPU included).
     """
     if norm == "FrozenBN":
         return FrozenBatchNorm2d(num_channels)
     if norm == "BN":
         return nn.BatchNorm2d(num_channels)
     if norm == "SyncBN":
-        return nn.SyncBatchNorm(num_channels)
+        return SyncBatchNorm(num_channels)
     if norm == "GN":
         if num_channels % num_groups:
             raise ValueError(

@@ -30,7 +30,9 @@ def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     pad_h, pad_w = -h % th, -w % tw
     if pad_h or pad_w:
         x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-    kernel = ((h + pad_h) // th, (w + pad_w) // tw)
+    # int(): a pooling kernel is a constant of an ONNX graph; the ratio is the same for
+    # every input padded to a multiple of 128 (a traced size would be a tensor)
+    kernel = (int((h + pad_h) // th), int((w + pad_w) // tw))
     return F.max_pool2d(x, kernel_size=kernel, stride=kernel)
 
 

@@ -1,0 +1,1 @@
+"""Export of detectors for deployment: ONNX (``detzoo.export.onnx``), run by onnxruntime."""

@@ -1,0 +1,536 @@
+"""The bad-input matrix (issue 8): every damaged file or value a user may hand detzoo ends
+in one line, ``detzoo CMD: error: ...``, naming the culprit, with exit code 2, and leaves
+existing checkpoints and outputs as they were; the inputs detzoo accepts (grayscale, RGBA,
+CMYK, 16-bit, EXIF-tagged images, boxes to skip or clip) come out as docs/data_rules.md
+says. Dataset-level rules already tested in test_data.py (degenerate, negative, outside
+and clipped boxes, unknown category) are exercised here through the command line."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+import detzoo
+from detzoo.cli import main
+from detzoo.data.coco import DataError, read_rgb
+from detzoo.data.synthetic import data_overrides
+from detzoo.detectors.build import build_model
+from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detzoo.engine.schedule import WarmupMultiStepLR
+from detzoo.evaluation.coco import evaluate_coco
+from tests.conftest import TESTS, tiny_config
+
+TINY = str(TESTS / "configs" / "tiny_faster_rcnn.py")
+SHORT = ("schedule={'iters': 3, 'steps': (2,)}", "runtime.checkpoint_interval=3", "runtime.log_interval=1")
+
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch.load's, on the pickles below
+
+
+def sets(*overrides: str) -> list[str]:
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+def cli(capsys, *argv: str) -> tuple[int, str]:
+    """Run ``detzoo ARGV``: its exit code and its one error line (empty if none)."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("detzoo ")]
+    assert len(errors) <= 1, errors
+    return code, errors[0] if errors else ""
+
+
+def fails(capsys, *argv: str, culprit: str | Path, match: str) -> str:
+    """``detzoo ARGV`` exits with 2 and one line naming ``culprit`` and matching ``match``."""
+    code, line = cli(capsys, *argv)
+    assert code == 2, line
+    command = argv[0]
+    assert line.startswith(f"detzoo {command}: error: ") and str(culprit) in line, line
+    assert re.search(match, line), line
+    return line
+
+
+def digests(*paths: Path) -> dict[Path, str]:
+    """sha256 of each file (of each file below a folder); nothing for a path not there."""
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")) if p.is_dir() else [])]
+    return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(synth_data, tmp_path_factory) -> Path:
+    """A work dir of tiny Faster R-CNN trained 3 iterations: checkpoint.pth, model_final.pth."""
+    work = tmp_path_factory.mktemp("trained")
+    assert main(["train", TINY, "--work-dir", str(work), *sets(*data_overrides(synth_data), *SHORT)]) == 0
+    return work
+
+
+@pytest.fixture
+def data(synth_data, tmp_path) -> Path:
+    """A private copy of the synthetic train / val data, to damage."""
+    shutil.copytree(synth_data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def edit_json(path: Path, change) -> Path:
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+    return path
+
+
+# ---------------------------------------------------------------- images
+
+
+def write_images(root: Path) -> dict[str, np.ndarray]:
+    """One file per accepted kind of image, and the RGB pixels detzoo must read from it."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    expected = {}
+    gray = rgb[:, :, 0]
+    Image.fromarray(gray).save(root / "gray.png")
+    expected["gray.png"] = np.repeat(gray[:, :, None], 3, axis=2)
+    Image.fromarray(np.dstack([rgb, np.full((20, 30), 7, np.uint8)])).save(root / "rgba.png")
+    expected["rgba.png"] = rgb  # alpha dropped, not blended
+    Image.fromarray(rgb).convert("CMYK").save(root / "cmyk.jpg", quality=100)
+    with Image.open(root / "cmyk.jpg") as im:
+        assert im.mode == "CMYK"
+        expected["cmyk.jpg"] = np.asarray(im.convert("RGB"))
+    deep = (rng.integers(0, 65536, (20, 30))).astype(np.uint16)
+    Image.fromarray(deep).save(root / "deep16.png")
+    with Image.open(root / "deep16.png") as im:
+        assert im.mode == "I;16"
+    expected["deep16.png"] = np.repeat(np.rint(deep / 257).astype(np.uint8)[:, :, None], 3, axis=2)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees
+    Image.fromarray(rgb).save(root / "exif6.png", exif=exif.tobytes())
+    expected["exif6.png"] = rgb  # the stored frame, 30 wide and 20 high
+    return expected
+
+
+def test_grayscale_rgba_cmyk_16bit_and_exif_images_read_by_the_rules(tmp_path, trained, capsys):
+    expected = write_images(tmp_path / "images")
+    for name, pixels in expected.items():
+        assert np.array_equal(read_rgb(tmp_path / "images" / name), pixels), name
+    assert read_rgb(tmp_path / "images" / "deep16.png").mean() < 160  # not the all-white image of a clip
+    # through `detzoo infer`: nothing above a score of 2, so the drawn PNG is the image as the model saw it
+    out = tmp_path / "drawn"
+    code, line = cli(capsys, "infer", TINY, trained / "model_final.pth", *sorted((tmp_path / "images").iterdir()),
+                     "--out", out, "--score-thresh", "2")
+    assert code == 0, line
+    for name, pixels in expected.items():
+        assert np.array_equal(np.asarray(Image.open(out / f"{Path(name).stem}.png")), pixels), name
+
+
+def test_image_listed_with_its_exif_displayed_size_names_the_orientation(data, capsys):
+    ann = data / "train" / "annotations.json"
+    first = json.loads(ann.read_text())["images"][0]
+    name = data / "train" / "images" / first["file_name"]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (first["width"], first["height"] // 2)).save(name, exif=exif.tobytes())
+    edit_json(ann, lambda d: d["images"][0].update(width=first["height"] // 2, height=first["width"]))
+    # browse reads the first image (training would leave it out: alone in its aspect-ratio group)
+    fails(capsys, "browse", TINY, *sets(*data_overrides(data)), "--out", data / "browsed", "--num", "1", culprit=name,
+          match=r"is 64x32 \(w x h\) on disk but 32x64 in the annotation file; its EXIF orientation \(6\)")
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated"])
+def test_corrupt_or_truncated_image_in_the_dataset(damage, data, trained, capsys):
+    ann = data / "val" / "annotations.json"
+    name = data / "val" / "images" / json.loads(ann.read_text())["images"][2]["file_name"]
+    name.write_bytes(b"not an image" if damage == "corrupt" else name.read_bytes()[:300])
+    results = data / "results.json"
+    results.write_text("[]")
+    before = digests(results, trained)
+    fails(capsys, "test", TINY, trained / "model_final.pth", "--out", results, *sets(*data_overrides(data)),
+          culprit=name, match="cannot read image")
+    assert digests(results, trained) == before
+
+
+def test_a_crashing_dataloader_worker_reports_the_file(data, capsys):
+    ann = data / "train" / "annotations.json"
+    name = data / "train" / "images" / json.loads(ann.read_text())["images"][0]["file_name"]
+    name.write_bytes(name.read_bytes()[:200])
+    line = fails(capsys, "train", TINY, *sets(*data_overrides(data), *SHORT, "data.num_workers=1"),
+                 "--work-dir", data / "work", culprit=name, match=r"cannot read image ")
+    assert "DataLoader" not in line and not (data / "work" / "checkpoint.pth").exists()
+
+
+def test_missing_images(data, trained, tmp_path, capsys):
+    # given to infer: refused before the model is loaded, nothing written
+    out = tmp_path / "out"
+    fails(capsys, "infer", TINY, trained / "model_final.pth", tmp_path / "nope.png", "--out", out,
+          culprit=tmp_path / "nope.png", match="image file.* not found")
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        detzoo.load_model(TINY, trained / "model_final.pth").predict(tmp_path / "nope.png")
+    # listed in the dataset: all missing files listed at construction
+    ann = data / "train" / "annotations.json"
+    file_name = json.loads(ann.read_text())["images"][3]["file_name"]
+    (data / "train" / "images" / file_name).unlink()
+    fails(capsys, "train", TINY, *sets(*data_overrides(data)), "--work-dir", data / "work", culprit=file_name,
+          match=r"1 image file\(s\) missing under")
+
+
+def test_decompression_bomb_is_refused_naming_the_file(monkeypatch, trained, tmp_path, capsys):
+    image = tmp_path / "bomb.png"
+    Image.new("RGB", (64, 64)).save(image)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit
+    out = tmp_path / "out"
+    fails(capsys, "infer", TINY, trained / "model_final.pth", image, "--out", out, culprit=image,
+          match="refused as a possible decompression bomb")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- annotations
+
+
+@pytest.mark.parametrize("bbox", [[2, 2, float("nan"), 5], [2, 2, "10", 5], [2, 2, 5]])
+def test_bbox_with_nan_or_strings_is_an_error_naming_the_annotation(bbox, data, capsys):
+    ann = edit_json(data / "train" / "annotations.json", lambda d: d["annotations"][4].update(bbox=bbox))
+    ann_id = json.loads(ann.read_text())["annotations"][4]["id"]
+    fails(capsys, "train", TINY, *sets(*data_overrides(data)), "--work-dir", data / "work", culprit=ann,
+          match=rf"annotation {ann_id} \(image \d+\) has bbox .*expected \[x, y, width, height\], four finite")
+
+
+@pytest.mark.parametrize("entry, key, what", [
+    ("annotations", "id", r"entry 2 of 'annotations' has no 'id'"),
+    ("annotations", "category_id", r"annotation \d+ has no 'category_id'"),
+    ("annotations", "image_id", r"annotation \d+ has no 'image_id'"),
+    ("images", "height", r"image \d+ has no 'height'"),
+    ("images", "id", r"entry 2 of 'images' has no 'id'"),
+    ("categories", "name", r"category \d+ has no 'name'"),
+])
+def test_missing_required_key_names_the_entry(entry, key, what, data, capsys):
+    ann = edit_json(data / "train" / "annotations.json", lambda d: d[entry][2 % len(d[entry])].pop(key))
+    fails(capsys, "train", TINY, *sets(*data_overrides(data)), "--work-dir", data / "work", culprit=ann, match=what)
+
+
+@pytest.mark.parametrize("entry", ["images", "annotations", "categories"])
+def test_duplicate_ids_are_an_error_naming_the_id(entry, data, capsys):
+    def duplicate(d):
+        d[entry][1]["id"] = d[entry][0]["id"]
+
+    ann = edit_json(data / "train" / "annotations.json", duplicate)
+    first = json.loads(ann.read_text())[entry][0]["id"]
+    fails(capsys, "train", TINY, *sets(*data_overrides(data)), "--work-dir", data / "work", culprit=ann,
+          match=rf"id {first} is given more than once in '{entry}'")
+
+
+def test_unknown_category_is_an_error_naming_annotation_and_category(data, capsys):
+    ann = edit_json(data / "train" / "annotations.json", lambda d: d["annotations"][0].update(category_id=99))
+    fails(capsys, "train", TINY, *sets(*data_overrides(data)), "--work-dir", data / "work", culprit=ann,
+          match=r"annotation \d+ \(image \d+\) has category id 99, not in 'categories'")
+
+
+@pytest.mark.parametrize("content, match", [
+    ("", "is not valid JSON: Expecting value: line 1 column 1"),
+    ('{"images": [', "is not valid JSON"),
+    ("{}", "lists no images"),
+    ('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}', "lists no images"),
+])
+def test_empty_or_invalid_annotation_file_fails_test_naming_it(content, match, data, trained, capsys):
+    ann = data / "val" / "annotations.json"
+    ann.write_text(content)
+    results = data / "results.json"
+    results.write_text("[]")
+    before = digests(results)
+    fails(capsys, "test", TINY, trained / "model_final.pth", "--out", results, *sets(*data_overrides(data)),
+          culprit=ann, match=match)
+    assert digests(results) == before
+
+
+def test_images_without_annotations_are_predicted_but_not_scored(data, trained, capsys, caplog):
+    """COCO test-dev style: `detzoo test --out` writes the results; the metrics are '-', not 0.0."""
+    edit_json(data / "val" / "annotations.json", lambda d: d.update(annotations=[]))
+    results = data / "results.json"
+    code, line = cli(capsys, "test", TINY, trained / "model_final.pth", "--out", results, *sets(*data_overrides(data)))
+    assert code == 0 and json.loads(results.read_text()) is not None, line
+    assert "the ground truth has no annotations: nothing to evaluate (bbox metrics are -)" in caplog.text
+
+
+def test_skipped_and_clipped_boxes_and_short_polygons_train_and_evaluate(data, tmp_path, caplog):
+    """Degenerate, negative, outside and partly-outside boxes, and polygons of < 3 points,
+    in training and in the ground truth of the final evaluation: skipped (or clipped) with
+    logged counts; the evaluation does not crash, so model_final.pth is written."""
+    bad = [([10, 10, 0, 5], None), ([10, 10, -4, 5], None), ([70, 70, 5, 5], None), ([60, 2, 20, 5], None),
+           ([5, 5, 10, 10], [[5, 5, 15, 15]])]
+
+    def add(d):
+        for i, (bbox, segm) in enumerate(bad):
+            d["annotations"].append({**d["annotations"][0], "id": 10_000 + i, "bbox": bbox,
+                                     "segmentation": segm or d["annotations"][0]["segmentation"]})
+
+    for split in ("train", "val"):
+        edit_json(data / split / "annotations.json", add)
+    cfg_sets = sets(*data_overrides(data), "schedule={'iters': 2, 'steps': (1,)}")
+    work = tmp_path / "work"
+    assert main(["train", str(TESTS / "configs" / "tiny_mask_rcnn.py"), "--work-dir", str(work), *cfg_sets]) == 0
+    assert (work / "model_final.pth").is_file()
+    log = caplog.text
+    assert "skipped degenerate boxes (zero/negative size or outside the image): 3 annotation(s), " \
+           "ids 10000, 10001, 10002" in log
+    assert "clipped boxes partly outside the image: 1 annotation(s), ids 10003" in log
+    assert "skipped annotations without a valid polygon or RLE: 1 annotation(s), ids 10004" in log
+    assert "1 ground-truth annotation(s) without a polygon of 3+ points or an RLE left out of the segm " \
+           "evaluation, ids 10004" in log
+    metrics = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines() if "eval" in line]
+    assert set(metrics[-1]["eval"]) == {"bbox", "segm"}
+
+
+def test_bad_ground_truth_never_crashes_the_evaluation(caplog):
+    """No area, a polygon of two points, no segmentation, no keypoints: evaluated anyway."""
+    image = {"id": 1, "file_name": "a.png", "height": 40, "width": 60}
+    square = [[10, 10, 30, 10, 30, 30, 10, 30]]
+    anns = [{"id": 1, "bbox": [10, 10, 20, 20], "segmentation": square, "keypoints": [20, 20, 2], "num_keypoints": 1},
+            {"id": 2, "bbox": [40, 5, 10, 10], "segmentation": [[40, 5, 50, 15]], "keypoints": [45, 10, 2]},
+            {"id": 3, "bbox": [40, 20, 10, 10]}]
+    coco = COCO()
+    coco.dataset = {"images": [image], "categories": [{"id": 1, "name": "a", "keypoints": ["k"]}],
+                    "annotations": [{**a, "image_id": 1, "category_id": 1, "iscrowd": 0} for a in anns]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    mask = np.zeros((40, 60, 1), np.uint8)
+    mask[10:30, 10:30] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))[0]
+    rle["counts"] = rle["counts"].decode()
+    results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9, "segmentation": rle}]
+    assert evaluate_coco(coco, results, iou_type="bbox")["AP50"] == pytest.approx(1 / 3 * 1.0, abs=0.01)
+    assert evaluate_coco(coco, results, iou_type="segm")["AP50"] == pytest.approx(1.0)  # only annotation 1 left
+    assert "2 ground-truth annotation(s) without a polygon of 3+ points or an RLE left out of the segm " \
+           "evaluation, ids 2, 3" in caplog.text
+    assert "area" not in coco.dataset["annotations"][0]  # the ground truth given is not changed
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class RunsCode:
+    """Unpickling this calls os.system: the marker file appears if anything ran it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def damaged_checkpoint(kind: str, path: Path, trained: Path) -> Path:
+    """A checkpoint file at ``path`` (suffix as given) damaged as ``kind`` says."""
+    good = (trained / "checkpoint.pth").read_bytes()
+    if kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "wrong architecture":  # the tiny RPN: no RoI heads
+        rpn = build_model(tiny_config(Path("unused"), name="tiny_rpn")["model"])
+        state = load_checkpoint(trained / "checkpoint.pth")
+        save_checkpoint(path, {**state, "model": rpn.state_dict()})
+    elif kind == "wrong architecture (mmdet)":  # for convert: a few keys of an R-50 Faster R-CNN box head
+        torch.save({"state_dict": {"roi_head.bbox_head.fc_cls.weight": torch.zeros(81, 1024),
+                                   "roi_head.bbox_head.fc_cls.bias": torch.zeros(81)}, "meta": {}}, path)
+    elif kind == "malicious":
+        with open(path, "wb") as f:
+            pickle.dump({"model": RunsCode(path.parent / "marker")}, f, protocol=4)
+    return path
+
+
+CHECKPOINT_FAULTS = {"truncated": "could not be read \\(truncated or corrupt\\?\\)",
+                     "wrong architecture": r"does not fit the model of its config: \d+ missing: ",
+                     "malicious": "was refused: its pickle calls posix.system.*may contain code"}
+
+
+@pytest.mark.parametrize("kind", list(CHECKPOINT_FAULTS))
+@pytest.mark.parametrize("entry", ["train --resume", "test", "infer", "convert", "load_model"])
+def test_damaged_checkpoint_through_every_entry_point(entry, kind, synth_data, trained, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(trained, work)
+    ckpt = work / "checkpoint.pth" if entry == "train --resume" else tmp_path / "bad.pth"
+    mmdet = entry == "convert" and kind == "wrong architecture"  # convert reads another toolbox's format
+    damaged_checkpoint(f"{kind} (mmdet)" if mmdet else kind, ckpt, trained)
+    outputs = {"test": tmp_path / "results.json", "infer": tmp_path / "drawn", "convert": tmp_path / "converted.pth"}
+    outputs["infer"].mkdir()
+    for out in (outputs["test"], outputs["infer"] / "predictions.json", outputs["convert"]):
+        out.write_text("[]")
+    before = digests(work, *outputs.values())
+    data = sets(*data_overrides(synth_data))
+    image = next((synth_data / "val" / "images").iterdir())
+    if entry == "load_model":
+        with pytest.raises(CheckpointError, match=re.escape(str(ckpt)) + ".*" + CHECKPOINT_FAULTS[kind]):
+            detzoo.load_model(TINY, ckpt)
+    else:
+        argv = {"train --resume": ["train", TINY, "--work-dir", work, "--resume", *data, *sets(*SHORT[1:])],
+                "test": ["test", TINY, ckpt, "--out", outputs["test"], *data],
+                "infer": ["infer", TINY, ckpt, image, "--out", outputs["infer"]],
+                "convert": ["convert", "--from", "mmdet", ckpt, "--config", TINY, "--out", outputs["convert"]]}
+        fails(capsys, *argv[entry], culprit=ckpt, match=CHECKPOINT_FAULTS[kind])
+    assert digests(work, *outputs.values()) == before
+    assert not (ckpt.parent / "marker").exists()
+
+
+@pytest.mark.parametrize("entry", ["test", "infer", "convert", "load_model"])
+def test_malicious_pkl_through_every_entry_point(entry, synth_data, trained, tmp_path, capsys):
+    src = tmp_path / "model_final.pkl"
+    src.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros(3)}, "x": RunsCode(tmp_path / "marker")}, protocol=2))
+    out = tmp_path / "out.pth"
+    match = r"was refused: .* detzoo will not run \(global posix\.system\)"
+    if entry == "load_model":
+        with pytest.raises(CheckpointError, match=re.escape(str(src)) + " " + match):
+            detzoo.load_model(TINY, src)
+    else:
+        image = next((synth_data / "val" / "images").iterdir())
+        argv = {"test": ["test", TINY, src, *sets(*data_overrides(synth_data))],
+                "infer": ["infer", TINY, src, image, "--out", tmp_path / "drawn"],
+                "convert": ["convert", "--from", "detectron2", src, "--config", TINY, "--out", out]}
+        fails(capsys, *argv[entry], culprit=src, match=match)
+    assert not (tmp_path / "marker").exists() and not out.exists() and not (tmp_path / "drawn").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "test"])
+def test_malicious_proposals_npz_is_refused(command, synth_data, tmp_path, capsys):
+    evil = tmp_path / "proposals.npz"
+    np.savez(evil, image_ids=np.arange(8), counts=np.ones(8, np.int64),
+             boxes=np.array([RunsCode(tmp_path / "marker")] * 8, dtype=object), scores=np.zeros(8, np.float32))
+    fast = str(TESTS / "configs" / "tiny_fast_rcnn.py")
+    data = sets(*data_overrides(synth_data), f"data.train.proposals_file={evil}", f"data.val.proposals_file={evil}")
+    if command == "train":
+        argv = ["train", fast, "--work-dir", tmp_path / "work", *data]
+    else:
+        ckpt = tmp_path / "fast.pth"
+        fast_rcnn = build_model(tiny_config(synth_data, name="tiny_fast_rcnn")["model"])
+        save_checkpoint(ckpt, {"model": fast_rcnn.state_dict()})
+        argv = ["test", fast, ckpt, *data]
+    fails(capsys, *argv, culprit=evil, match="was refused: it holds pickled Python objects")
+    assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("source, match", [("mmdet", "does not fit the model of its config"),
+                                           ("torchvision", "is not a torchvision checkpoint detzoo can convert")])
+def test_convert_writes_nothing_when_its_check_fails(source, match, trained, tmp_path, capsys):
+    src = damaged_checkpoint("wrong architecture (mmdet)", tmp_path / "mmdet.pth", trained)
+    out = tmp_path / "converted.pth"
+    fails(capsys, "convert", "--from", source, src, "--config", TINY, "--out", out, culprit=src, match=match)
+    assert not out.exists() and not list(tmp_path.glob(".converted*"))  # no temp file either
+
+
+# ---------------------------------------------------------------- config values
+
+
+@pytest.mark.parametrize("override, match", [
+    ("optim.lrr=0.1", r"unknown key 'optim.lrr'; did you mean 'lr'"),
+    ("optim.lr=abc", r"'abc' is not a valid value for optim.lr, which holds float"),
+    ("data.train_scales=[64,", r"'\[64,' is not a valid value for data.train_scales"),
+])
+def test_unknown_config_key_and_bad_value_name_them(override, match, trained, capsys):
+    before = digests(trained)
+    fails(capsys, "train", TINY, "--work-dir", trained, "--resume", "--set", override,
+          culprit=override.split("=")[0], match=match)
+    assert digests(trained) == before
+
+
+# ---------------------------------------------------------------- non-finite loss, resume with overrides
+
+
+def test_non_finite_loss_stops_keeps_the_checkpoint_and_says_how_to_resume(synth_data, tmp_path, capsys):
+    work = tmp_path / "work"
+    args = ["train", TINY, "--work-dir", work,
+            *sets(*data_overrides(synth_data), "schedule={'iters': 8, 'steps': (6,)}", "optim.warmup_iters=0",
+                  "runtime.checkpoint_interval=2", "runtime.log_interval=1", "optim.lr=100")]
+    line = fails(capsys, *args, culprit=work / "checkpoint.pth",
+                 match=r"loss is nan \(loss_rpn_cls=\S+, loss_rpn_box=\S+, loss_cls=nan, loss_box=nan\) at "
+                       r"iteration 4; "
+                       r"training stopped; the last good checkpoint, .* \(iteration 2\), is left as it was: resume "
+                       r"from it with a lower lr, e.g. optim.lr=10: detzoo train ")
+    logged = [json.loads(entry)["iter"] for entry in (work / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3] and not (work / "model_final.pth").exists()
+    state = load_checkpoint(work / "checkpoint.pth")
+    assert state["iteration"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+    before = digests(work / "checkpoint.pth")
+    # the command it gives resumes with optim.lr=10; from these weights the loss diverges again, and the
+    # checkpoint stays as it was
+    command = shlex.split(line.split(": detzoo train ", 1)[1])
+    assert "--resume" in command and command[-2:] == ["--set", "optim.lr=10"]
+    code, again = cli(capsys, "train", *command)
+    assert code == 2 and "at iteration 4" in again and "(iteration 2), is left as it was" in again
+    assert digests(work / "checkpoint.pth") == before
+
+
+@pytest.mark.parametrize("interval, advice", [
+    (3, r"the last checkpoint, .* \(iteration 3\), is left as it was, but its weights give this loss: start again"),
+    (100, "no checkpoint of this run was written yet: start again"),
+])
+def test_non_finite_loss_without_a_checkpoint_to_resume_says_start_again(interval, advice, synth_data, tmp_path,
+                                                                         capsys):
+    work = tmp_path / "work"
+    line = fails(capsys, "train", TINY, "--work-dir", work,
+                 *sets(*data_overrides(synth_data), "schedule={'iters': 8, 'steps': (6,)}", "optim.warmup_iters=0",
+                       f"runtime.checkpoint_interval={interval}", "optim.lr=100"),
+                 culprit="optim.lr=10", match=r"loss is nan .* at iteration 4; training stopped; " + advice)
+    assert "--resume" not in line.split(": detzoo train ", 1)[1]
+    assert (work / "checkpoint.pth").exists() == (interval == 3)
+
+
+def lr_factor(steps: tuple[int, ...], iteration: int) -> float:
+    """The tiny config's lr factor at a 0-based iteration: 5-iteration warmup from 0.001, x0.1 per step."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)
+    return WarmupMultiStepLR(optimizer, steps=steps, warmup_iters=5, warmup_factor=0.001).factor(iteration)
+
+
+def test_resume_applies_a_new_lr_from_the_next_iteration(synth_data, trained, tmp_path, capsys, caplog):
+    work = tmp_path / "work"
+    shutil.copytree(trained, work)
+    longer = "schedule={'iters': 6, 'steps': (4,)}"
+    code, line = cli(capsys, "train", TINY, "--work-dir", work, "--resume",
+                     *sets(*data_overrides(synth_data), *SHORT[1:], longer, "optim.lr=0.01"))
+    assert code == 0, line
+    assert "with a changed config, applied from here on: optim.lr: 0.04 -> 0.01; schedule.iters: 3 -> 6; " \
+           "schedule.steps: (2,) -> (4,)" in caplog.text
+    logged = {entry["iter"]: entry["lr"] for entry in map(json.loads, (work / "log.jsonl").read_text().splitlines())
+              if "lr" in entry}
+    assert sorted(logged) == [1, 2, 3, 4, 5, 6]
+    # lr at 4 batch images = lr x 4 / 16; iteration 3 ran before the resume, 4 after it, on the new schedule
+    assert logged[3] == pytest.approx(0.04 * 4 / 16 * lr_factor((2,), 2), rel=1e-12)
+    assert logged[4] == pytest.approx(0.01 * 4 / 16 * lr_factor((4,), 3), rel=1e-12)
+    assert logged[6] == pytest.approx(0.01 * 4 / 16 * lr_factor((4,), 5), rel=1e-12)
+
+
+def test_resume_refuses_overrides_it_cannot_apply(trained, synth_data, capsys):
+    before = digests(trained)
+    fails(capsys, "train", TINY, "--work-dir", trained, "--resume",
+          *sets(*data_overrides(synth_data), "optim.norm_weight_decay=0.0"), culprit=trained / "checkpoint.pth",
+          match="optimizer state does not fit this config's parameter groups")
+    assert digests(trained) == before
+
+
+# ---------------------------------------------------------------- bugs keep their traceback
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    def bug(args):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr("detzoo.cli.cmd_verify", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        main(["verify", "x"])
+
+    def library_value_error(args):
+        np.zeros(3).reshape(2)  # numpy's ValueError: not one of detzoo's input checks
+
+    monkeypatch.setattr("detzoo.cli.cmd_verify", library_value_error)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        main(["verify", "x"])
+    assert isinstance(DataError("x"), ValueError)  # DataError is still a ValueError for callers that catch one
