@@ -4,7 +4,7 @@
   ``torch.cuda.synchronize`` on a GPU: fps and Detectron's "X + Y" split, X the model
   (``DetectionModel.preprocess`` onto the device + ``detect``: network and decoding) and Y
   the post-processing (``DetectionModel.postprocess``: back to original pixels, masks
-  pasted). Reading and resizing the image are not timed.
+  pasted, keypoints decoded from their heatmaps). Reading and resizing the image are not timed.
 - **Training speed**: the trainer's own wall time per iteration (``time`` in its
   ``log.jsonl``, data loading included), from ``train()`` run for a short schedule with the
   config's data, optimizer and batch, averaged over the iterations after a warm-up.
