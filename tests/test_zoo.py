@@ -233,7 +233,9 @@ def test_zoo_list_show_and_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth (sha256 258fb6c6..., format torchvision)" in out
     assert out.index("reference (published") < out.index("mmdetection v0 model zoo table (seeds/003)") \
-        < out.index("measured by detzoo:\n  none recorded")
+        < out.index("measured by detzoo:\n  - config: faster_rcnn_r50_fpn_1x_coco\n    command: detzoo benchmark ")
+    assert main(["zoo", "show", "faster_rcnn_r50_fpn_2x_coco"]) == 0
+    assert "measured by detzoo:\n  none recorded" in capsys.readouterr().out
 
     out = tmp_path / "docs" / "model_zoo.md"
     assert main(["zoo", "table", "--out", str(out)]) == 0
