@@ -11,7 +11,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from detzoo.config import apply_overrides, load_config
-from detzoo.data.coco import read_image, rgb_array
+from detzoo.data.coco import read_image, rgb_array, rgb_tensor
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
@@ -35,7 +35,7 @@ def _to_tensor(image: ImageInput) -> Tensor:
             "predict takes file paths, PIL images or HxWx3 uint8 RGB arrays; got "
             + (f"array {image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__)
         )
-    return torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1).contiguous()
+    return rgb_tensor(image)
 
 
 def config_with_meta(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:

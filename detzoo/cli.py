@@ -76,12 +76,13 @@ def cmd_infer(args: argparse.Namespace) -> None:
     else:
         detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
     # every image is read and predicted before anything is written
-    predictions = {str(path): detector.predict(read_rgb(path))[0] for path in args.images}
+    images = {str(path): read_rgb(path) for path in args.images}  # read once: predicted, then drawn
+    predictions = {path: detector.predict(rgb)[0] for path, rgb in images.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = {}
     for path, pred in predictions.items():
-        image = Image.fromarray(read_rgb(path))  # drawn as the model saw it (16-bit scaled, stored frame)
+        image = Image.fromarray(images[path])  # drawn as the model saw it (16-bit scaled, stored frame)
         draw_detections(image, pred, score_thresh=args.score_thresh).save(out / (Path(path).stem + ".png"))
         records[path] = to_jsonable(pred)
     with atomic_write(out / "predictions.json", text=True) as f:

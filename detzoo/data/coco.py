@@ -255,6 +255,11 @@ def read_image(path: Path, size: Size | None = None) -> Tensor:
             f"image {path} is {rgb.shape[1]}x{rgb.shape[0]} (w x h) on disk "
             f"but {size[1]}x{size[0]} in the annotation file{exif}"
         )
+    return rgb_tensor(rgb)
+
+
+def rgb_tensor(rgb: np.ndarray) -> Tensor:
+    """(3, H, W) float32 0-255 of (H, W, 3) uint8 RGB pixels."""
     return torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).contiguous()
 
 
