@@ -1,10 +1,10 @@
 """COCO evaluation: predictions (``Instances`` in original image pixels) -> COCO results
-json (dataset image and category ids) -> pycocotools' COCOeval -> a dict of metrics."""
+json (dataset image and category ids) -> COCOeval's metrics (computed by
+``detzoo.evaluation.fast_coco``, pycocotools' numbers faster) -> a dict of metrics."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
@@ -15,9 +15,10 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval, Params
+from pycocotools.cocoeval import Params
 
 from detzoo.engine.checkpoint import atomic_write
+from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
 from detzoo.structures import Instances
 
 _AREA_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -98,10 +99,10 @@ def _check_ids(coco_gt: COCO, results: list[dict], img_ids: Sequence[int] | None
 def prepare_results(
     coco_gt: COCO, results: list[dict], *, iou_type: str, img_ids: Sequence[int] | None = None
 ) -> list[dict]:
-    """A copy of ``results`` for COCOeval (loadRes writes into it), after a ValueError
-    unless they can be evaluated as ``iou_type`` against ``coco_gt``: the result field in
-    each, known image and category ids, keypoint counts. For "segm" the copy has no boxes,
-    so that area ranges use the mask area (as detectron2 does)."""
+    """``results`` as ``run_cocoeval`` takes them, after a ValueError unless they can be
+    evaluated as ``iou_type`` against ``coco_gt``: the result field in each, known image and
+    category ids, keypoint counts. For "segm" they are copies without boxes, so that area
+    ranges use the mask area (as detectron2 does)."""
     if iou_type not in METRIC_NAMES:
         raise ValueError(f"unknown iou_type {iou_type!r}; valid: {', '.join(METRIC_NAMES)}")
     field = _RESULT_FIELD[iou_type]
@@ -114,10 +115,8 @@ def prepare_results(
         wrong = sorted({len(r["keypoints"]) for r in results} - {expected})
         if wrong:
             raise ValueError(f"keypoint results have {wrong} values each; COCO's OKS sigmas need {expected}")
-    results = copy.deepcopy(results)
     if iou_type == "segm":
-        for r in results:
-            r.pop("bbox", None)
+        return [{key: value for key, value in r.items() if key != "bbox"} for r in results]
     return results
 
 
@@ -139,8 +138,6 @@ def evaluate_coco(
     if not results:
         return dict.fromkeys(names, 0.0)
     coco_eval = run_cocoeval(coco_gt, results, iou_type=iou_type, img_ids=img_ids)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_eval.summarize()
     return {name: float(value) for name, value in zip(names, coco_eval.stats)}
 
 
@@ -207,24 +204,18 @@ def run_cocoeval(
     use_cats: bool = True,
     max_dets: Sequence[int] | None = None,
     iou_thrs: Sequence[float] | None = None,
-) -> COCOeval:
-    """COCOeval's evaluate and accumulate, quietly, on non-empty ``results`` (loadRes writes
-    into them). ``use_cats``, ``max_dets`` and ``iou_thrs`` set ``params.useCats`` /
-    ``params.maxDets`` / ``params.iouThrs``. The ground truth goes through
+) -> FastCOCOeval:
+    """COCOeval's evaluate and accumulate of ``results`` (COCO result dicts, left untouched;
+    areas as pycocotools' loadRes gives them), by ``FastCOCOeval``: its ``eval`` holds
+    ``precision``, ``recall`` and ``scores``, its ``stats`` summarize()'s numbers, its
+    ``params`` COCOeval's. ``use_cats``, ``max_dets`` and ``iou_thrs`` set ``params.useCats``
+    / ``params.maxDets`` / ``params.iouThrs``. The ground truth goes through
     ``evaluable_ground_truth`` first."""
     coco_gt = evaluable_ground_truth(coco_gt, iou_type)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), iouType=iou_type)
-        if img_ids is not None:
-            coco_eval.params.imgIds = list(img_ids)
-        coco_eval.params.useCats = int(use_cats)
-        if max_dets is not None:
-            coco_eval.params.maxDets = list(max_dets)
-        if iou_thrs is not None:
-            coco_eval.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-    return coco_eval
+    params = make_params(
+        coco_gt, iou_type=iou_type, img_ids=img_ids, use_cats=use_cats, max_dets=max_dets, iou_thrs=iou_thrs
+    )
+    return FastCOCOeval(coco_gt, results, params)
 
 
 def format_table(metrics: dict[str, float]) -> str:

@@ -16,7 +16,7 @@ small / medium / large), each removing one more kind of error:
 - **FN**: every missed object found too: 1.
 
 The curves for all classes are the mean over the categories with ground truth in that area
-range. pycocotools' COCOeval does the matching; the tables give areas under the curves.
+range. COCOeval's matching (detzoo.evaluation.fast_coco); the tables give areas under the curves.
 """
 
 from __future__ import annotations
