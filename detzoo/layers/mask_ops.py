@@ -24,7 +24,12 @@ def _check_boxes(boxes: Tensor, n: int, name: str) -> None:
 def mask_targets(gt_masks: Tensor, boxes: Tensor, *, size: int, aligned: bool = False) -> Tensor:
     """(N, H, W) full-image masks matched to (N, 4) xyxy pixel boxes -> (N, size, size)
     float targets. ``aligned=False`` is torchvision's RoIAlign, True detectron2's; the
-    sampling ratio is adaptive in both."""
+    sampling ratio is adaptive in both.
+
+    torchvision's ``roi_align`` here, not ``detzoo.layers.roi_pool.roi_align``: one channel
+    at image resolution, with adaptive grids of up to ~20 x 20 samples per bin for large
+    boxes, is where the latter's per-entry index arithmetic outweighs its gather (it pays off
+    over many channels), and targets need no gradient."""
     if gt_masks.dim() != 3:
         raise ValueError(f"mask_targets: gt_masks must be (N, H, W), got {tuple(gt_masks.shape)}")
     _check_boxes(boxes, gt_masks.shape[0], "mask_targets")

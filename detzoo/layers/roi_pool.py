@@ -1,4 +1,30 @@
-"""RoIAlign over one feature map or a pyramid, with each box pooled from one level."""
+"""RoIAlign over one feature map or a pyramid, with each box pooled from one level.
+
+``roi_align`` is torchvision's RoIAlign (the same samples, clamping and zeros outside the
+map, ``aligned`` and adaptive ``sampling_ratio=0`` included) built from torch ops, vectorised
+over all RoIs of all levels in one pass, with a multithreaded backward:
+
+- the maps become one table with a row of C values per pixel (images, then levels, then
+  pixels in raster order): a view of a single channels-last map, one copy otherwise;
+- every output bin is a weighted sum of table rows. Bilinear sampling is separable, so along
+  each axis a bin's samples (their two neighbouring pixels each) merge into weights on the few
+  consecutive pixels they touch (``_axis_weights``), and the bin's entries are the outer
+  product of its y and x pixels: each pixel enters a bin once, with the bin's total weight
+  (9 entries for a bin of 2 x 2 samples that lie within one pixel of each other, not 16);
+- forward: ``F.embedding_bag`` sums each bin's weighted rows (multithreaded); backward: the
+  same sum on the transposed entries, each table row summing the weighted output gradients
+  of the bins that read it (entries stably sorted by row). torchvision's CPU backward is a
+  single-threaded scatter that recomputes the sampling per channel. Bit for bit
+  deterministic on the CPU; on CUDA the weights' ``index_add_`` uses atomics (as
+  torchvision's CUDA backward does).
+
+``detzoo.layers.mask_ops.mask_targets`` keeps torchvision's ``roi_align`` (one channel: see
+there).
+
+A traced model (ONNX export) runs torchvision's ``roi_align`` per level instead, which the
+exporter writes as ONNX's ``RoiAlign``: the entries' number depends on the boxes (adaptive
+sampling, ragged slots), which a trace cannot follow.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +32,177 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_area, roi_align
+from torchvision.ops import box_area
+from torchvision.ops import roi_align as tv_roi_align
+
+
+def _starts(counts: Tensor) -> Tensor:
+    """First element of each of the consecutive groups of ``counts[i]`` elements."""
+    return counts.cumsum(0) - counts
+
+
+def _group_of(counts: Tensor) -> Tensor:
+    """Each element's group, for consecutive groups of ``counts[i]`` elements."""
+    return torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
+
+
+def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, size: Tensor, bins: int) -> tuple[Tensor, ...]:
+    """One axis of RoIAlign for (K,) RoIs of ``bins`` bins from ``start`` (map pixels):
+    bin p samples ``grid`` positions start + p * bin_size + (i + 0.5) * bin_size / grid
+    (torchvision's arithmetic); one outside [-1, size] weighs 0, the others are clamped into
+    [0, size - 1] and split between their two neighbouring pixels. Merged per bin into weights
+    (the bin's mean over its samples) on ``slots[k]`` consecutive pixels from the lowest.
+
+    Returns ``slots`` (K,) and, per (RoI, bin, slot) in that order, the pixel and its weight."""
+    k = _group_of(grid * bins)
+    g = grid[k]
+    place = torch.arange(k.shape[0], device=k.device) - _starts(grid * bins)[k]
+    p = torch.div(place, g, rounding_mode="floor")
+    b = bin_size[k]
+    pos = start[k] + p * b + (place - p * g + 0.5) * b / g
+    limit = size[k]
+    weight = ((pos >= -1) & (pos <= limit)).to(pos.dtype) / g
+    pos = torch.minimum(pos.clamp(min=0), (limit - 1).to(pos.dtype))
+    low = pos.floor()
+    frac = pos - low
+    low = low.to(torch.int64)
+    kp = k * bins + p  # the sample's bin
+    first = torch.full((grid.shape[0] * bins,), torch.iinfo(torch.int64).max, device=low.device)
+    first.scatter_reduce_(0, kp, low, "amin")
+    slot = low - first[kp]
+    slots = torch.zeros_like(grid).scatter_reduce_(0, k, slot + 2, "amax")
+    per_bin = slots.repeat_interleave(bins)
+    index = _starts(per_bin)[kp] + slot
+    weights = pos.new_zeros(int(per_bin.sum()))
+    weights.index_add_(0, index, (1 - frac) * weight).index_add_(0, index + 1, frac * weight)
+    slot_bin = _group_of(per_bin)
+    pixel = torch.arange(slot_bin.shape[0], device=k.device) + (first - _starts(per_bin))[slot_bin]
+    return slots, torch.minimum(pixel, size[torch.div(slot_bin, bins, rounding_mode="floor")] - 1), weights
+
+
+def _sampling_entries(
+    sizes: Tensor, rois: Tensor, levels: Tensor, scales: Tensor, output_size: int, sampling_ratio: int, aligned: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """RoIAlign as a sparse (K * S * S bins) x (table rows) matrix: each entry's table row
+    and weight, in bin order, and each bin's number of entries. ``sizes``: (L, 2) map
+    heights and widths; ``levels``: (K,) each RoI's level."""
+    s, device = output_size, rois.device
+    pixels = sizes.prod(1)
+    h, w = sizes[levels].unbind(1)
+    box = rois[:, 1:] * scales[levels, None] - (0.5 if aligned else 0.0)
+    extent = box[:, 2:] - box[:, :2]
+    if not aligned:
+        extent = extent.clamp(min=1)
+    bin_size = extent / s
+    if sampling_ratio > 0:
+        grid = torch.full_like(bin_size, sampling_ratio, dtype=torch.int64)
+    else:
+        grid = bin_size.ceil().to(torch.int64).clamp(min=0)
+    slots_x, pixel_x, weight_x = _axis_weights(box[:, 0], bin_size[:, 0], grid[:, 0], w, s)
+    slots_y, pixel_y, weight_y = _axis_weights(box[:, 1], bin_size[:, 1], grid[:, 1], h, s)
+    # the table row of each y slot's pixel in column 0: image, level, row
+    k = _group_of(slots_y * s)
+    row_y = (rois[:, 0].to(torch.int64) * pixels.sum() + _starts(pixels)[levels])[k] + pixel_y * w[k]
+    # bin (k, ph, pw) -> its y slots ("lines", from the first of bin row ph) -> each line's x
+    # slots (from the first of bin column pw): the entries
+    p = torch.arange(s, device=device)
+    first_y = ((_starts(slots_y) * s)[:, None] + p * slots_y[:, None])[:, :, None].expand(-1, s, s).reshape(-1)
+    first_x = ((_starts(slots_x) * s)[:, None] + p * slots_x[:, None])[:, None, :].expand(-1, s, s).reshape(-1)
+    lines, per_line = slots_y.repeat_interleave(s * s), slots_x.repeat_interleave(s * s)
+    line_bin = _group_of(lines)
+    y = torch.arange(line_bin.shape[0], device=device) + (first_y - _starts(lines)).index_select(0, line_bin)
+    per_line = per_line.index_select(0, line_bin)
+    line = _group_of(per_line)
+    x = torch.arange(line.shape[0], device=device) + (
+        first_x.index_select(0, line_bin) - _starts(per_line)).index_select(0, line)
+    row = row_y.index_select(0, y).index_select(0, line) + pixel_x.index_select(0, x)
+    weight = weight_y.index_select(0, y).index_select(0, line) * weight_x.index_select(0, x)
+    return row, weight, (slots_y * slots_x).repeat_interleave(s * s)
+
+
+class _WeightedRowSum(torch.autograd.Function):
+    """``out[i] = sum of weight[j] * table[row[j]]`` over the ``counts[i]`` entries j of bag
+    i (consecutive); the gradient w.r.t. ``table`` is the same sum on the transposed entries
+    (a bag per table row, entries stably sorted by row: deterministic)."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, row: Tensor, weight: Tensor, counts: Tensor) -> Tensor:
+        ctx.save_for_backward(row, weight, counts)
+        ctx.rows = table.shape[0]
+        return F.embedding_bag(row, table, _starts(counts), mode="sum", per_sample_weights=weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        row, weight, counts = ctx.saved_tensors
+        # int32 keys (when the rows fit): torch sorts them about twice as fast as int64
+        order = torch.argsort(row.to(torch.int32) if ctx.rows < 2**31 else row, stable=True)
+        bag = _group_of(counts).index_select(0, order)
+        per_row = torch.bincount(row, minlength=ctx.rows)
+        grad_table = F.embedding_bag(
+            bag, grad.contiguous(), _starts(per_row), mode="sum", per_sample_weights=weight.index_select(0, order)
+        )
+        return grad_table, None, None, None
+
+
+def roi_align(
+    features: Sequence[Tensor],
+    rois: Tensor,
+    levels: Tensor | None = None,
+    *,
+    scales: Sequence[float],
+    output_size: int,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+) -> Tensor:
+    """torchvision's ``roi_align`` of (K, 5) ``rois`` (image index, x1, y1, x2, y2 in image
+    pixels), RoI k on ``features[levels[k]]`` (N, C, H, W) at ``scales[levels[k]]`` (all on
+    the first map when ``levels`` is None). Returns (K, C, S, S) in the maps' dtype, computed
+    in at least fp32 (as torchvision under autocast), channels-last in memory."""
+    if len(features) != len(scales):
+        raise ValueError(f"roi_align: {len(features)} feature maps but {len(scales)} scales")
+    if levels is None:
+        levels = torch.zeros(rois.shape[0], dtype=torch.int64, device=rois.device)
+    if torch.jit.is_tracing():
+        return _traced_roi_align(features, rois, levels, scales, output_size, sampling_ratio, aligned)
+    c = features[0].shape[1]
+    dtype = torch.promote_types(features[0].dtype, torch.float32)
+    rows = [f.flatten(2).transpose(1, 2) for f in features]  # (N, H * W, C): views
+    table = (torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]).reshape(-1, c).to(dtype)
+    row, weight, counts = _sampling_entries(
+        torch.tensor([f.shape[-2:] for f in features], device=rois.device), rois.to(dtype), levels,
+        torch.tensor(scales, dtype=dtype, device=rois.device), output_size, sampling_ratio, aligned,
+    )
+    out = _WeightedRowSum.apply(table, row, weight, counts)
+    return out.view(rois.shape[0], output_size, output_size, c).permute(0, 3, 1, 2).to(features[0].dtype)
+
+
+def _traced_roi_align(
+    features: Sequence[Tensor],
+    rois: Tensor,
+    levels: Tensor,
+    scales: Sequence[float],
+    output_size: int,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
+    """``roi_align`` in a traced model: torchvision's per level, which the ONNX exporter
+    writes as ``RoiAlign``."""
+    out = rois.new_zeros((rois.shape[0], features[0].shape[1], output_size, output_size)).to(features[0].dtype)
+    for level, (feature, scale) in enumerate(zip(features, scales)):
+        idx = torch.nonzero(levels == level).flatten()
+        out[idx] = tv_roi_align(
+            feature, rois[idx], output_size, spatial_scale=scale, sampling_ratio=sampling_ratio, aligned=aligned
+        ).to(out.dtype)
+    return out
 
 
 class MultiLevelRoIAlign(nn.Module):
     """Pools ``output_size`` x ``output_size`` features for boxes from the level
     ``floor(canonical_level + log2(sqrt(area) / canonical_size))`` clamped to the levels
-    given (FPN paper, eq. 1). With one level it is plain RoIAlign.
+    given (FPN paper, eq. 1), all levels in one ``roi_align``. With one level it is plain
+    RoIAlign.
 
     ``aligned`` / ``sampling_ratio``: detectron2 and mmdetection use True / 0,
     torchvision False / 2.
@@ -42,8 +231,9 @@ class MultiLevelRoIAlign(nn.Module):
         self.canonical_size = canonical_size
 
     def assign_levels(self, boxes: Tensor) -> Tensor:
-        """Index (0-based into the given levels) of the level each box is pooled from."""
-        size = torch.sqrt(box_area(boxes))
+        """Index (0-based into the given levels) of the level each box is pooled from; an
+        inverted box (x2 < x1 or y2 < y1) has no area: the lowest level."""
+        size = torch.sqrt(box_area(boxes).clamp(min=0))
         level = torch.floor(
             self.canonical_level + torch.log2(size / self.canonical_size) + torch.tensor(1e-6, dtype=size.dtype)
         )
@@ -55,13 +245,8 @@ class MultiLevelRoIAlign(nn.Module):
         rois = torch.cat(
             [torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1) for i, b in enumerate(boxes)], dim=0
         )
-        kwargs = dict(output_size=self.output_size, sampling_ratio=self.sampling_ratio, aligned=self.aligned)
-        if len(features) == 1:
-            return roi_align(features[0], rois, spatial_scale=self.scales[0], **kwargs)
-        levels = self.assign_levels(rois[:, 1:])
-        out = rois.new_zeros((rois.shape[0], features[0].shape[1], self.output_size, self.output_size))
-        out = out.to(features[0].dtype)
-        for level, (feature, scale) in enumerate(zip(features, self.scales)):
-            idx = torch.nonzero(levels == level).flatten()
-            out[idx] = roi_align(feature, rois[idx], spatial_scale=scale, **kwargs).to(out.dtype)
-        return out
+        levels = self.assign_levels(rois[:, 1:]) if len(features) > 1 else None
+        return roi_align(
+            features, rois, levels, scales=self.scales, output_size=self.output_size,
+            sampling_ratio=self.sampling_ratio, aligned=self.aligned,
+        )
