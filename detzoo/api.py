@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor, nn
 
@@ -66,7 +65,6 @@ class Detector(nn.Module):
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
 
-    @torch.no_grad()
     def predict(
         self, images: ImageInput | Sequence[ImageInput], batch_size: int = 1, tta: bool = False
     ) -> list[dict[str, Any]]:
@@ -74,7 +72,8 @@ class Detector(nn.Module):
         ``class_names`` (numpy arrays / list); for Mask R-CNN ``masks`` (N, H, W) bool
         pasted into the original image, for Keypoint R-CNN ``keypoints`` (N, K, 3) as x,
         y, score in original pixels. ``tta``: test-time augmentation as the config's
-        ``data.test_time_aug`` says (``detzoo.engine.tta``; boxes and masks only)."""
+        ``data.test_time_aug`` says (``detzoo.engine.tta``; boxes and masks only). The
+        config's ``runtime.amp`` ("bf16", "fp16") runs the network under autocast."""
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
         self.model.eval()
@@ -82,7 +81,9 @@ class Detector(nn.Module):
         out = []
         for start in range(0, len(images), batch_size):
             tensors = [_to_tensor(im) for im in images[start : start + batch_size]]
-            results = predict_images(self.model, tensors, transform=self.transform, tta=augment)
+            results = predict_images(
+                self.model, tensors, transform=self.transform, tta=augment, amp=self.config["runtime"].get("amp")
+            )
             out.extend(self._to_numpy(r) for r in results)
         return out
 
@@ -128,12 +129,15 @@ def build_detector(
     cfg: Mapping[str, Any], checkpoint: Mapping[str, Any], *, overrides: Sequence[str] = (), source: str | Path = "",
 ) -> Detector:
     """The ``Detector`` of ``cfg`` with the conventions ``checkpoint`` records applied, then
-    ``overrides``, and its weights (if it has any) loaded strictly."""
+    ``overrides``, and its weights (if it has any) loaded strictly; its network compiled
+    with ``runtime.compile``."""
     meta = checkpoint.get("meta", {})
     cfg = apply_overrides(config_with_meta(cfg, meta), overrides)
     model = build_model(cfg["model"])
     if "model" in checkpoint:
         load_state(model, checkpoint["model"], source)
+    if cfg["runtime"].get("compile"):  # configs stored before runtime.compile lack it
+        model.compile_network()
     if "proposals" in model.outputs:  # an RPN: class-agnostic proposals
         class_names, cat_ids = ["object"], [1]
     else:

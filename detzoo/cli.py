@@ -47,7 +47,10 @@ def cmd_test(args: argparse.Namespace) -> None:
     detector = load_model(args.config, args.checkpoint, device=device, overrides=args.set)
     tta = build_tta(detector.config["data"], detector.model) if args.tta else None
     dataset = build_dataset(detector.config["data"], "val", detector.model.pixel_format, train=False)
-    metrics = evaluate(detector.model, dataset, cat_ids=detector.cat_ids, out=args.out, tta=tta)
+    metrics = evaluate(
+        detector.model, dataset, cat_ids=detector.cat_ids, out=args.out, tta=tta,
+        amp=detector.config["runtime"].get("amp"),
+    )
     if not distributed.is_main():
         return
     for kind, values in metrics.items():
@@ -160,6 +163,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
         inference=not args.skip_inference,
         train=not args.skip_train,
         flops=not args.skip_flops,
+        loader=not args.skip_loader,
         command=args.command_line,
     )
     print(result.text())
@@ -334,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-flops", action="store_true")
+    p.add_argument("--skip-loader", action="store_true", help="skip timing the data loaders alone")
     p.add_argument("--json", help="write the figures here as JSON (what the zoo metafiles record)")
     p.set_defaults(fn=cmd_benchmark)
 

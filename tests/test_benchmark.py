@@ -1,6 +1,6 @@
 """detzoo benchmark: the JSON the metafiles record, FLOPs and parameters against torch's own
-counter and the model's own count, the timing arithmetic, --skip-*, Fast R-CNN's
-proposals, and one-line errors."""
+counter and the model's own count, the timing arithmetic (model and loaders), --skip-*,
+Fast R-CNN's proposals, and one-line errors."""
 
 import json
 import shlex
@@ -18,7 +18,7 @@ from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
 from detzoo.engine.checkpoint import save_checkpoint
 from detzoo.evaluation.proposals import save_proposals
-from detzoo.tools.benchmark import flops_input, image_inputs, time_inference
+from detzoo.tools.benchmark import flops_input, image_inputs, time_inference, time_loader
 from tests.conftest import TESTS
 
 TINY = str(TESTS / "configs" / "tiny_faster_rcnn.py")
@@ -31,9 +31,12 @@ SCHEMA = {
     "date": None,
     "environment": {"device", "device_type", "processor", "threads", "torch", "torchvision", "detzoo", "python"},
     "inference": {"images", "warmup", "input", "fps", "model_s", "postprocess_s"},
-    "train": {"iters", "warmup", "batch_size", "s_iter", "peak_memory_gb", "memory_kind"},
+    "train": {"iters", "warmup", "batch_size", "s_iter", "peak_memory_gb", "memory_kind", "data_s"},
     "complexity": {"gflops", "params_m", "input_shape"},
+    **dict.fromkeys(("train_loader", "test_loader"), {"input", "batches", "warmup", "images", "num_workers",
+                                                      "images_per_s", "model_images_per_s", "ratio"}),
 }
+PARTS = ("inference", "train", "complexity", "train_loader", "test_loader")
 
 
 def _sets(data_root):
@@ -73,6 +76,18 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
     train = record["train"]
     assert train["iters"] == 2 and train["warmup"] == 1 and train["batch_size"] == 4  # tiny: images_per_gpu 4
     assert train["s_iter"] > 0 and train["memory_kind"] == "peak_rss" and train["peak_memory_gb"] > 0
+    assert 0 < train["data_s"] < train["s_iter"]
+
+    # each loader against the model's own rate on its path: the training step without the wait for data; fps
+    train_loader, test_loader = record["train_loader"], record["test_loader"]
+    assert train_loader["model_images_per_s"] == pytest.approx(4 / (train["s_iter"] - train["data_s"]))
+    assert test_loader["model_images_per_s"] == inference["fps"]
+    assert (train_loader["batches"], train_loader["warmup"], train_loader["images"]) == (2, 1, 8)  # as training
+    assert (test_loader["batches"], test_loader["warmup"], test_loader["images"]) == (4, 1, 4)  # as inference
+    assert train_loader["num_workers"] == test_loader["num_workers"] == 0  # tiny: data.num_workers 0
+    for loader in (train_loader, test_loader):
+        assert loader["images_per_s"] > 0 and loader["model_images_per_s"] > 0
+        assert loader["ratio"] == pytest.approx(loader["images_per_s"] / loader["model_images_per_s"])
 
     model = load_model(TINY, checkpoint).model
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -83,7 +98,7 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
     assert record["complexity"]["input_shape"] == [3, 64, 96]
 
     text = capsys.readouterr().out
-    for label in ("fps", "X + Y", "s/iter", "peak RSS", "GFLOPs", "params", "threads"):
+    for label in ("fps", "X + Y", "s/iter", "data wait", "peak RSS", "GFLOPs", "params", "threads", "loader / model"):
         assert label in text, label
 
 
@@ -100,21 +115,34 @@ def test_fps_is_one_over_the_mean_per_image_time_after_warmup(monkeypatch):
     assert speed.fps == pytest.approx(1 / np.mean([1.0 + 0.5, 3.0 + 1.5]))
 
 
+def test_loader_rate_counts_the_images_after_the_warmup_batches(monkeypatch):
+    # the clock is read before the first batch, after each warm-up batch and after the last batch
+    ticks = iter([0.0, 10.0, 15.0])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    speed = time_loader([[0, 1, 2], [3, 4], [5, 6, 7]], warmup=1, num_workers=0, input="three batches",
+                        model_images_per_s=0.25)
+    assert (speed.batches, speed.images) == (2, 5)
+    assert speed.images_per_s == pytest.approx(5 / 5.0) and speed.ratio == pytest.approx(1.0 / 0.25)
+
+
 @pytest.mark.parametrize(
     "skips, kept",
     [
-        (["--skip-train", "--skip-flops"], "inference"),
-        (["--skip-inference", "--skip-train"], "complexity"),
-        (["--skip-inference", "--skip-flops"], "train"),
+        (["--skip-train", "--skip-flops"], ["inference", "test_loader"]),
+        (["--skip-inference", "--skip-train"], ["complexity"]),
+        (["--skip-inference", "--skip-flops", "--set", "data.num_workers=1"], ["train", "train_loader"]),
+        (["--skip-inference", "--skip-flops", "--skip-loader"], ["train"]),
     ],
 )
 def test_skips_leave_their_parts_null(skips, kept, synth_data, tmp_path):
     record = _run(["benchmark", TINY, *_sets(synth_data), *FAST, *skips], tmp_path)
-    assert [part for part in ("inference", "train", "complexity") if record[part] is not None] == [kept]
-    if kept == "inference":  # data.val: the 8 synthetic validation images after 1 warm-up
+    assert [part for part in PARTS if record[part] is not None] == kept
+    if "train_loader" in kept:  # with a worker process, as the trainer had
+        assert record["train_loader"]["num_workers"] == 1 and record["train_loader"]["ratio"] > 0
+    if "inference" in kept:  # data.val: the 8 synthetic validation images after 1 warm-up
         assert record["inference"]["images"] == 8
         assert record["inference"]["input"].startswith(f"data.val: {synth_data / 'val' / 'images'} (8 images")
-    if kept == "complexity":  # the config's test size
+    if "complexity" in kept:  # the config's test size
         assert record["complexity"]["input_shape"] == [3, 64, 64]
 
 

@@ -23,6 +23,7 @@ from detzoo.engine.checkpoint import save_checkpoint
 
 pytest.importorskip("onnxruntime")
 from detzoo.export.onnx import load_onnx_detector  # noqa: E402  (after the skip)
+from detections import assert_same_detections  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 IMAGES = [ROOT / "tests/data/coco/images/000000000338.jpg", ROOT / "tests/data/coco/images/000000000446.jpg"]
@@ -89,39 +90,13 @@ def exported(tmp_path_factory):
     return export
 
 
-def pairing(ours: dict, theirs: dict) -> np.ndarray:
-    """For each detection of ``theirs``, the index of the one of ``ours`` with the same label,
-    its box within 1e-2 px and its score within 1e-3, each used once, the same index first:
-    detections whose scores differ by less than rounding may come in either order."""
-    assert len(ours["boxes"]) == len(theirs["boxes"])
-    free, order = set(range(len(ours["boxes"]))), []
-    for i, (box, score, label) in enumerate(zip(theirs["boxes"], theirs["scores"], theirs["labels"])):
-        match = next((j for j in sorted(free, key=lambda j: abs(j - i))
-                      if ours["labels"][j] == label and abs(ours["scores"][j] - score) <= 1e-3
-                      and np.abs(ours["boxes"][j] - box).max() <= 1e-2), None)
-        assert match is not None, f"detection {i} (label {label}, score {score}, box {box}) is not among PyTorch's"
-        free.remove(match)
-        order.append(match)
-    return np.asarray(order, dtype=np.int64)
-
-
-def assert_same_detections(ours: dict, theirs: dict) -> None:
-    """``theirs`` (onnxruntime) against ``ours`` (PyTorch), as ``Detector.predict`` gives them."""
+def assert_same_predictions(ours: dict, theirs: dict) -> None:
+    """``theirs`` (onnxruntime) against ``ours`` (PyTorch), as ``Detector.predict`` gives
+    them: the same detections (``detections.assert_same_detections``), named alike."""
     assert sorted(ours) == sorted(theirs)
-    order = pairing(ours, theirs)
-    ours = {k: [v[j] for j in order] if isinstance(v, list) else v[order] for k, v in ours.items()}
-    np.testing.assert_array_equal(ours["labels"], theirs["labels"])
-    assert ours["class_names"] == theirs["class_names"]
-    np.testing.assert_allclose(theirs["boxes"], ours["boxes"], rtol=0, atol=1e-2)
-    np.testing.assert_allclose(theirs["scores"], ours["scores"], rtol=0, atol=1e-3)
-    if "masks" in ours:
-        assert theirs["masks"].dtype == bool and theirs["masks"].shape == ours["masks"].shape
-        inter = (ours["masks"] & theirs["masks"]).sum((1, 2))
-        union = (ours["masks"] | theirs["masks"]).sum((1, 2))
-        assert (np.where(union == 0, 1.0, inter / np.maximum(union, 1)) >= 0.99).all()
-    if "keypoints" in ours:
-        np.testing.assert_allclose(theirs["keypoints"][..., :2], ours["keypoints"][..., :2], rtol=0, atol=1e-2)
-        np.testing.assert_allclose(theirs["keypoints"][..., 2], ours["keypoints"][..., 2], rtol=0, atol=1e-3)
+    names = dict(zip(ours["labels"].tolist(), ours["class_names"]))
+    assert all(names.get(label, name) == name for label, name in zip(theirs["labels"].tolist(), theirs["class_names"]))
+    assert_same_detections(*({k: v for k, v in d.items() if k != "class_names"} for d in (ours, theirs)))
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -133,7 +108,7 @@ def test_onnxruntime_gives_pytorch_detections(family, exported):
     assert resized[0] != resized[1] and (480, 640) not in resized  # sizes the trace did not see
     total = 0
     for ours, theirs in zip(pytorch.predict(IMAGES), onnx.predict(IMAGES)):
-        assert_same_detections(ours, theirs)
+        assert_same_predictions(ours, theirs)
         total += len(ours["boxes"])
     assert total >= 20, "too few detections for a meaningful comparison"
 
@@ -154,7 +129,7 @@ def test_infer_cli_onnxruntime_writes_what_pytorch_writes(exported, tmp_path):
     for image in images:
         a, b = ({k: np.asarray(v) for k, v in p[image].items()} for p in (ours, theirs))
         a["class_names"], b["class_names"] = list(a["class_names"]), list(b["class_names"])
-        assert_same_detections(a, b)
+        assert_same_predictions(a, b)
 
 
 @pytest.mark.parametrize("family, thresh", [("mask", "model.roi_heads.score_thresh"),

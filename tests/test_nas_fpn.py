@@ -92,8 +92,8 @@ def test_matches_mmdetection(reference, image_size):
     for (name, out), ref in zip(actual.items(), expected):
         assert out.shape == ref.shape, name
         diff = (out - ref).abs().max().item()
-        print(f"{image_size} {name} {tuple(out.shape)} max abs diff {diff:.3g}")
-        assert diff <= 1e-5, name
+        print(f"{image_size} {name} {tuple(out.shape)} max abs diff {diff:.3g} max {ref.abs().max().item():.3g}")
+        assert diff <= 4e-6 * ref.abs().max().item(), name  # float rounding: ~30 ulps of the largest value
 
 
 @pytest.mark.parametrize(

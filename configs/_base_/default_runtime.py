@@ -2,7 +2,9 @@
 eval_interval 0 evaluates only at the end); tensorboard=True also writes log.jsonl's scalars to
 <work_dir>/tensorboard/ (needs ``pip install detzoo[tensorboard]``). amp: mixed-precision training, None (fp32),
 "fp16" (CUDA: autocast float16 with gradient scaling) or "bf16" (CPU or a bfloat16 GPU: autocast, no scaling); losses,
-box decoding and NMS stay in fp32, evaluation runs in fp32."""
+box decoding and NMS stay in fp32. Inference (``detzoo test``, ``infer``, ``predict``, evaluation during training) runs
+under the same autocast: ``--set runtime.amp='bf16'`` tests a model in bf16. compile: ``torch.compile`` the backbone
+and neck (``DetectionModel.compile_network``) for training and inference; each new input size compiles once."""
 
 runtime = dict(
     seed=0,
@@ -12,4 +14,5 @@ runtime = dict(
     eval_interval=0,
     tensorboard=False,
     amp=None,
+    compile=False,
 )

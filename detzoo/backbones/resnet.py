@@ -10,7 +10,8 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from detzoo.layers.norm import build_norm, conv_class, is_batch_norm
+from detzoo.layers.conv import ConvNorm
+from detzoo.layers.norm import build_norm, conv_class, conv_norm_forward, is_batch_norm
 
 __all__ = ["DEPTHS", "FEATURES", "STYLES", "BasicBlock", "Bottleneck", "ResNet", "make_res_layer"]
 
@@ -28,12 +29,12 @@ FEATURES = ("c2", "c3", "c4", "c5")
 
 def _downsample(
     in_channels: int, out_channels: int, stride: int, norm: str, conv_ws: bool
-) -> nn.Sequential | None:
+) -> ConvNorm | None:
     """Projection shortcut (1x1 conv + norm) where the identity does not fit, else None."""
     if stride == 1 and in_channels == out_channels:
         return None
     conv = conv_class(conv_ws)(in_channels, out_channels, 1, stride=stride, bias=False)
-    return nn.Sequential(conv, build_norm(norm, out_channels))
+    return ConvNorm(conv, build_norm(norm, out_channels))
 
 
 class BasicBlock(nn.Module):
@@ -61,9 +62,9 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out = self.relu(conv_norm_forward(self.conv1, self.bn1, x))
+        out = conv_norm_forward(self.conv2, self.bn2, out)
+        return self.relu(out.add_(identity))
 
 
 class Bottleneck(nn.Module):
@@ -108,10 +109,10 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out = self.relu(conv_norm_forward(self.conv1, self.bn1, x))
+        out = self.relu(conv_norm_forward(self.conv2, self.bn2, out))
+        out = conv_norm_forward(self.conv3, self.bn3, out)
+        return self.relu(out.add_(identity))
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {
@@ -276,7 +277,7 @@ class ResNet(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(conv_norm_forward(self.conv1, self.bn1, x)))
         features = {}
         for i, name in enumerate(FEATURES[: FEATURES.index(self.out_features[-1]) + 1]):
             x = getattr(self, f"layer{i + 1}")(x)

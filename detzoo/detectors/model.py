@@ -99,6 +99,15 @@ class DetectionModel(nn.Module):
         """True for Fast R-CNN: proposals come with the data."""
         return self.dense_head is None
 
+    def compile_network(self) -> None:
+        """``torch.compile`` the backbone and the neck in place (``runtime.compile``): the
+        part that takes and returns tensors and holds most of the FLOPs. The heads'
+        sampling, decoding and NMS stay eager. Names and weights are unchanged, so
+        checkpoints load and save as before; the first call at each input size compiles."""
+        self.backbone.compile()
+        if self.neck is not None:
+            self.neck.compile()
+
     def preprocess(self, images: Sequence[Tensor], original_sizes: Sequence[Size] | None) -> ImageBatch:
         images = [im.to(self.device) for im in images]
         sizes = [tuple(im.shape[-2:]) for im in images]
@@ -118,8 +127,11 @@ class DetectionModel(nn.Module):
         return self.postprocess(results, batch)
 
     def features(self, batch: ImageBatch) -> dict[str, Tensor]:
-        """The maps the heads read: the neck's, or the backbone's for C4."""
-        features = self.backbone(batch.tensor)
+        """The maps the heads read: the neck's, or the backbone's for C4. They are
+        channels-last (NHWC in memory): the CPU's convolutions run faster on that layout
+        and RoIAlign gathers each sample's channels from one row (GN layers take theirs
+        contiguous, ``detzoo.layers.norm.GroupNorm``)."""
+        features = self.backbone(batch.tensor.contiguous(memory_format=torch.channels_last))
         return features if self.neck is None else self.neck(features)
 
     def detect(

@@ -7,7 +7,6 @@ import copy
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from torch import nn
 from torch.utils.data import Subset
 from tqdm import tqdm
@@ -29,14 +28,18 @@ def model_inputs(samples: Sequence[Sample]) -> dict[str, Any]:
     return {"proposals": None if proposals[0] is None else proposals}
 
 
-@torch.no_grad()
 def predict_dataset(
-    model: nn.Module, dataset: CocoDataset, *, num_workers: int = 0, tta: TestTimeAug | None = None
+    model: nn.Module,
+    dataset: CocoDataset,
+    *,
+    num_workers: int = 0,
+    tta: TestTimeAug | None = None,
+    amp: str | None = None,
 ) -> list[tuple[int, Instances]]:
     """(image id, predictions in original image pixels on the CPU) for every image: the
     images as read go through ``predict_images`` with the dataset's test transform, or
-    ``tta``; under torch.distributed each rank runs a share and every rank gets all
-    predictions."""
+    ``tta``, under autocast with ``amp`` (``runtime.amp``); under torch.distributed each
+    rank runs a share and every rank gets all predictions."""
     was_training = model.training
     model.eval()
     as_read = copy.copy(dataset)
@@ -47,7 +50,7 @@ def predict_dataset(
         build_test_loader(shard, num_workers=num_workers), desc="inference", disable=not distributed.is_main()
     ):
         preds = predict_images(
-            model, [s.image for s in samples], transform=dataset.transforms, tta=tta, **model_inputs(samples)
+            model, [s.image for s in samples], transform=dataset.transforms, tta=tta, amp=amp, **model_inputs(samples)
         )
         out += [(s.image_id, p.to("cpu")) for s, p in zip(samples, preds)]
     model.train(was_training)
@@ -70,12 +73,14 @@ def evaluate(
     num_workers: int = 0,
     out: str | Path | None = None,
     tta: TestTimeAug | None = None,
+    amp: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """COCO metrics per evaluation type: ``bbox`` (+ ``segm`` / ``keypoints``) with label
     ``i`` written as category ``cat_ids[i]``, or ``proposals`` (AR@100/300/1000) for an
     RPN. ``out``: write the COCO results json, or for an RPN the proposals ``.npz``.
-    ``tta``: test-time augmentation (``detzoo.engine.tta``) instead of the test transform."""
-    preds = predict_dataset(model, dataset, num_workers=num_workers, tta=tta)
+    ``tta``: test-time augmentation (``detzoo.engine.tta``) instead of the test transform.
+    ``amp``: ``runtime.amp``, inference under autocast in that dtype."""
+    preds = predict_dataset(model, dataset, num_workers=num_workers, tta=tta, amp=amp)
     if "proposals" in model.outputs:
         proposals = {i: (p.boxes.numpy(), p.scores.numpy()) for i, p in preds}
         if out is not None and distributed.is_main():

@@ -33,6 +33,7 @@ from detzoo.engine.checkpoint import (
     set_rng_state,
 )
 from detzoo.engine.evaluate import evaluate, model_inputs
+from detzoo.engine.inference import autocast_dtype
 from detzoo.engine.schedule import WarmupMultiStepLR, resolve_schedule, scale_lr
 from detzoo.errors import UserError
 from detzoo.evaluation.coco import format_table
@@ -52,8 +53,9 @@ OPTIM_KEYS = (
     "gamma",
     "grad_clip",
 )
-RUNTIME_KEYS = ("seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard", "amp")
-AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+RUNTIME_KEYS = (
+    "seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard", "amp", "compile"
+)
 CHECKPOINT = "checkpoint.pth"
 FINAL = "model_final.pth"
 
@@ -62,21 +64,6 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def autocast_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``runtime.amp`` on ``device``: None trains in fp32; "fp16" is
-    CUDA only (with gradient scaling); "bf16" runs on the CPU and on GPUs that support it
-    (no scaling). fp16 on the CPU is an error rather than a silent switch to bf16."""
-    if amp is None:
-        return None
-    if amp not in AMP_DTYPES:
-        raise ConfigError(f"runtime.amp must be None, 'fp16' or 'bf16', got {amp!r}")
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError(f"runtime.amp='fp16' needs CUDA (device: {device}); on the CPU use runtime.amp='bf16'")
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"runtime.amp='bf16': {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp16'")
-    return AMP_DTYPES[amp]
 
 
 def rank_rng_state(rng: list[dict] | dict, *, path: Path, rank: int, world: int) -> dict:
@@ -242,6 +229,8 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
     _seed_all(runtime["seed"] + rank)
 
     model = build_model(cfg["model"]).to(device)
+    if runtime["compile"]:
+        model.compile_network()
     data = cfg["data"]
     outputs = model.outputs
     targets = dict(with_masks="masks" in outputs, with_keypoints="keypoints" in outputs)
@@ -362,7 +351,9 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
                 it == schedule.max_iters or (runtime["eval_interval"] and it % runtime["eval_interval"] == 0)
             ):
                 distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves
-                metrics = evaluate(model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"])
+                metrics = evaluate(
+                    model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"], amp=runtime["amp"]
+                )
                 log.write({"iter": it, "eval": metrics})
                 if distributed.is_main():
                     for iou_type, values in metrics.items():

@@ -182,6 +182,10 @@ class OnnxModel(nn.Module):
         self.pixel_format = PixelFormat(**{**fmt, "mean": tuple(fmt["mean"]), "std": tuple(fmt["std"])})
         self.mask_paste = self.metadata["mask_paste"]
 
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
     def forward(
         self,
         images: Sequence[Tensor],

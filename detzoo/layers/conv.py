@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
-from detzoo.layers.norm import build_norm, conv_class
+from detzoo.layers.norm import build_norm, conv_class, conv_norm_forward
+
+
+class ConvNorm(nn.Sequential):
+    """A conv (``[0]``) and an optional norm (``[1]``), run by ``conv_norm_forward``: a
+    frozen or eval-mode BN is folded into the conv."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return conv_norm_forward(self[0], self[1] if len(self) > 1 else None, x)
 
 
 def conv_norm(
@@ -16,9 +24,9 @@ def conv_norm(
     conv_ws: bool = False,
     bias: bool | None = None,
     stride: int = 1,
-) -> nn.Sequential:
+) -> ConvNorm:
     """conv followed by the norm, as an ``nn.Sequential`` so the conv is always ``[0]`` and
-    the norm ``[1]``. ``bias=None`` gives the conv a bias only without norm; ``True`` /
+    the norm ``[1]`` (a ``ConvNorm``). ``bias=None`` gives the conv a bias only without norm; ``True`` /
     ``False`` force it (mmcv's NAS-FPN cells put a biased conv before BN). Padding is
     ``kernel_size // 2`` at any ``stride``."""
     conv = conv_class(conv_ws)(
@@ -33,7 +41,7 @@ def conv_norm(
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
     layers = [conv] if norm is None else [conv, build_norm(norm, out_channels)]
-    return nn.Sequential(*layers)
+    return ConvNorm(*layers)
 
 
 def conv_stack(

@@ -12,6 +12,14 @@
   Mem column); on a CPU the process's peak RSS, which includes the Python / torch baseline,
   so the text also gives the increase over the peak before training. Training runs first,
   so that this peak is the training's and not the inference model's.
+- **Loader speed**, with each of training and inference: its data path alone, no model, in
+  images/s, against the model's own images/s on that path; loader / model > 1 means the
+  model never waits for data. Training: the trainer's loader (``data.train``, its train
+  transforms, ``images_per_gpu``, ``num_workers``, seed) over as many warm-up and timed
+  batches as the training timing, against ``images_per_gpu / (s/iter - data wait)``: the
+  trainer's step alone, because a starved trainer's s/iter is the loader's own time, which
+  would put the ratio at 1. Test: reading + the test transform of the inference inputs, one
+  at a time in this process (as ``predict`` runs them), against the fps.
 - **FLOPs and parameters**: ``torch.utils.flop_counter.FlopCounterMode`` over one eval
   forward at a fixed input shape, one multiply-add counted as 2 FLOPs (mmdetection's
   ``get_flops`` counts multiply-adds, half this number); parameters: every parameter of
@@ -23,6 +31,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import json
 import platform
@@ -32,7 +41,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence, Sized
 
 import numpy as np
 import torch
@@ -45,11 +54,13 @@ from detzoo.api import load_model
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.build import build_dataset
 from detzoo.data.coco import CocoDataset, read_image
+from detzoo.data.loader import build_train_loader
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
 from detzoo.detectors.model import DetectionModel
 from detzoo.engine import distributed
 from detzoo.engine.evaluate import model_inputs
+from detzoo.engine.inference import inference_context
 from detzoo.engine.trainer import train
 from detzoo.structures import PixelFormat, Size
 
@@ -101,8 +112,30 @@ class TrainSpeed(_Part):
     peak_memory_gb: float
     memory_kind: str  # "cuda_max_allocated" or "peak_rss"
     before_gb: float  # the same measure before training started
+    data_s: float  # the part of s_iter the trainer waited for its loader
 
     TEXT_ONLY: ClassVar[tuple[str, ...]] = ("before_gb",)
+
+    @property
+    def images_per_s(self) -> float:
+        """The training step's own rate (forward, backward, update), the wait for data left out."""
+        return self.batch_size / (self.s_iter - self.data_s)
+
+
+@dataclass(frozen=True)
+class LoaderSpeed(_Part):
+    """A data path alone: ``images_per_s`` over ``images`` images in ``batches`` batches after
+    ``warmup`` warm-up batches, against ``model_images_per_s``, the model's own rate on that
+    path: ``ratio`` = loader / model (> 1: the model never waits for data)."""
+
+    input: str
+    batches: int
+    warmup: int
+    images: int
+    num_workers: int
+    images_per_s: float
+    model_images_per_s: float
+    ratio: float
 
 
 @dataclass(frozen=True)
@@ -130,11 +163,14 @@ class Benchmark:
     inference: InferenceSpeed | None
     train: TrainSpeed | None
     complexity: Complexity | None
+    train_loader: LoaderSpeed | None
+    test_loader: LoaderSpeed | None
 
     def record(self) -> dict[str, Any]:
         """The JSON the zoo metafiles record (``detzoo benchmark --json``)."""
         parts = {k: None if v is None else v.record() for k, v in
-                 (("inference", self.inference), ("train", self.train), ("complexity", self.complexity))}
+                 (("inference", self.inference), ("train", self.train), ("complexity", self.complexity),
+                  ("train_loader", self.train_loader), ("test_loader", self.test_loader))}
         return {"config": self.config, "checkpoint": self.checkpoint, "command": self.command, "date": self.date,
                 "environment": self.environment, **parts}
 
@@ -165,6 +201,7 @@ class Benchmark:
                 f"train        {tr.iters} iterations after {tr.warmup} warm-up, {tr.batch_size} images per "
                 "iteration (data.images_per_gpu)",
                 f"  s/iter     {tr.s_iter:.3f} (the trainer's time per iteration, data loading included)",
+                f"  data wait  {tr.data_s:.3f} s/iter (data_s: the part of s/iter spent waiting for the loader)",
                 f"  memory     {tr.peak_memory_gb:.2f} GB {memory} (peak_memory_gb; GB = 2^30 bytes), "
                 f"{tr.peak_memory_gb - tr.before_gb:.2f} GB over the {tr.before_gb:.2f} GB before training",
             ]
@@ -178,7 +215,23 @@ class Benchmark:
                 f"get_flops counts multiply-adds: {c.gflops / 2:.4g}); RoI heads: on the proposals kept for this input",
                 f"  params     {c.params_m:.2f} M (all, frozen included)",
             ]
+        if self.train_loader is not None or self.test_loader is not None:
+            lines.append("loader       each data path alone, no model, against the model's own images/s "
+                         "(loader / model > 1: the model never waits for data)")
+        if self.train_loader is not None:
+            lines += _loader_lines("train", self.train_loader, "the training step, batch / (s/iter - data wait)")
+        if self.test_loader is not None:
+            lines += _loader_lines("test", self.test_loader, "inference fps")
         return "\n".join(lines)
+
+
+def _loader_lines(path: str, speed: LoaderSpeed, model: str) -> list[str]:
+    """A loader's two lines of the report: its own rate, then the model's and the ratio."""
+    return [
+        f"  {path:<10} {speed.images_per_s:.3f} images/s over {speed.images} images in {speed.batches} batches "
+        f"after {speed.warmup} warm-up, {speed.num_workers} workers; {speed.input}",
+        f"  vs model   {speed.model_images_per_s:.3f} images/s ({model}): loader / model {speed.ratio:.2f}",
+    ]
 
 
 def synchronize(device: torch.device) -> None:
@@ -224,28 +277,31 @@ def image_inputs(paths: Sequence[str | Path], transform: Compose) -> Iterator[Mo
         yield transform(image)[0], tuple(image.shape[-2:]), {}
 
 
-@torch.no_grad()
-def time_inference(model: DetectionModel, inputs: Iterable[ModelInput], *, warmup: int, input: str) -> InferenceSpeed:
+def time_inference(
+    model: DetectionModel, inputs: Iterable[ModelInput], *, warmup: int, input: str, amp: str | None = None
+) -> InferenceSpeed:
     """Time each input alone through the model's own steps: X = ``preprocess`` + ``detect``,
-    Y = ``postprocess``; the first ``warmup`` inputs are run but not counted. ``input``
+    Y = ``postprocess``, as ``predict`` runs them (``inference_context``: inference mode,
+    autocast with ``amp``); the first ``warmup`` inputs are run but not counted. ``input``
     describes the inputs for the report."""
     model.eval()
     device = model.device
     model_s, postprocess_s, detections = [], [], []
-    for i, (image, original_size, extra) in enumerate(inputs):
-        synchronize(device)
-        start = time.perf_counter()
-        batch = model.preprocess([image], [original_size])
-        results, _ = model.detect(batch, **extra)
-        synchronize(device)
-        detected = time.perf_counter()
-        (result,) = model.postprocess(results, batch)
-        synchronize(device)
-        end = time.perf_counter()
-        if i >= warmup:
-            model_s.append(detected - start)
-            postprocess_s.append(end - detected)
-            detections.append(len(result))
+    with inference_context(device, amp):
+        for i, (image, original_size, extra) in enumerate(inputs):
+            synchronize(device)
+            start = time.perf_counter()
+            batch = model.preprocess([image], [original_size])
+            results, _ = model.detect(batch, **extra)
+            synchronize(device)
+            detected = time.perf_counter()
+            (result,) = model.postprocess(results, batch)
+            synchronize(device)
+            end = time.perf_counter()
+            if i >= warmup:
+                model_s.append(detected - start)
+                postprocess_s.append(end - detected)
+                detections.append(len(result))
     if not model_s:
         raise ValueError(f"no image left to time after {warmup} warm-up images")
     return InferenceSpeed(
@@ -298,6 +354,61 @@ def time_training(cfg: Mapping[str, Any], *, iters: int, warmup: int, device: to
         peak_memory_gb=peak,
         memory_kind=kind,
         before_gb=before,
+        data_s=float(np.mean([r["data_time"] for r in window])),
+    )
+
+
+def time_loader(
+    batches: Iterable[Sized], *, warmup: int, num_workers: int, input: str, model_images_per_s: float
+) -> LoaderSpeed:
+    """Fetch ``batches`` and do nothing with them: the images of the batches after the first
+    ``warmup``, over the time from the last warm-up batch to the last batch (with workers,
+    the warm-up takes their start; batches they prefetched during it make a few timed
+    batches read high). ``input`` describes the path for the report; ``model_images_per_s``:
+    the model's own rate on it."""
+    images, timed = 0, 0
+    start = time.perf_counter()
+    for i, batch in enumerate(batches):
+        if i < warmup:
+            start = time.perf_counter()
+        else:
+            images, timed = images + len(batch), timed + 1
+    seconds = time.perf_counter() - start
+    if not timed:
+        raise ValueError(f"no batch left to time after {warmup} warm-up batches")
+    rate = images / seconds
+    return LoaderSpeed(
+        input=input,
+        batches=timed,
+        warmup=warmup,
+        images=images,
+        num_workers=num_workers,
+        images_per_s=rate,
+        model_images_per_s=model_images_per_s,
+        ratio=rate / model_images_per_s,
+    )
+
+
+def time_train_loader(cfg: Mapping[str, Any], *, iters: int, warmup: int, model_images_per_s: float) -> LoaderSpeed:
+    """``time_loader`` over ``warmup + iters`` batches of the trainer's own loader: the
+    ``data.train`` dataset with the train transforms and the model's targets, batched,
+    seeded and sharded as ``train`` does, epoch after epoch."""
+    model, data, seed = _meta_model(cfg), cfg["data"], cfg["runtime"]["seed"]
+    outputs = model.outputs
+    dataset = build_dataset(data, "train", model.pixel_format, train=True, seed=seed,
+                            with_masks="masks" in outputs, with_keypoints="keypoints" in outputs)
+    epochs = (
+        build_train_loader(dataset, batch_size=data["images_per_gpu"], num_workers=data["num_workers"], seed=seed,
+                           epoch=epoch, rank=distributed.rank(), world_size=distributed.world_size())
+        for epoch in itertools.count()
+    )
+    return time_loader(
+        itertools.islice(itertools.chain.from_iterable(epochs), warmup + iters),
+        warmup=warmup,
+        num_workers=data["num_workers"],
+        input=f"data.train: {data['train']['img_dir']} ({len(dataset)} images), {data['images_per_gpu']} per "
+        "batch (data.images_per_gpu): read, decode, train transforms",
+        model_images_per_s=model_images_per_s,
     )
 
 
@@ -325,10 +436,10 @@ def count_complexity(model: DetectionModel, shape: Size) -> Complexity:
     )
 
 
-def _needs_proposals(cfg: Mapping[str, Any]) -> bool:
-    """Ask the config's model, built on the meta device (no memory, no weights)."""
+def _meta_model(cfg: Mapping[str, Any]) -> DetectionModel:
+    """The config's model on the meta device (no memory, no weights), to ask what it takes and gives."""
     with torch.device("meta"):
-        return build_model(cfg["model"]).needs_proposals
+        return build_model(cfg["model"])
 
 
 def benchmark(
@@ -346,6 +457,7 @@ def benchmark(
     inference: bool = True,
     train: bool = True,
     flops: bool = True,
+    loader: bool = True,
     command: str = "",
 ) -> Benchmark:
     """Measure ``config`` (a name or path, with ``overrides``) on ``device`` ("auto": CUDA
@@ -354,7 +466,9 @@ def benchmark(
     as ``load_model`` takes it, read after the training; random init without one) on
     ``images`` or else ``data.val`` (``warmup`` + ``num_images`` images, default each
     input once), then FLOPs at ``shape`` (h, w; default the config's ``test_scale`` x
-    ``max_size``). ``command`` is recorded as the command that produced the figures."""
+    ``max_size``). With ``loader``, the training loader alone after the training (as many
+    batches) and the inference inputs' reading and transform alone after the inference.
+    ``command`` is recorded as the command that produced the figures."""
     counts = {"warmup": (warmup, 0), "train_warmup": (train_warmup, 0), "train_iters": (train_iters, 1),
               "num_images": (1 if num_images is None else num_images, 1),
               **{f"shape[{i}]": (side, 1) for i, side in enumerate(shape or ())}}
@@ -365,7 +479,7 @@ def benchmark(
         if not Path(path).is_file():
             raise FileNotFoundError(f"image not found: {path}")
     cfg = apply_overrides(load_config(config), overrides)
-    if ((inference and images) or flops) and _needs_proposals(cfg):
+    if ((inference and images) or flops) and _meta_model(cfg).needs_proposals:
         raise ValueError(
             f"{config} takes precomputed proposals (Fast R-CNN): time its inference on data.val "
             "(data.val.proposals_file), not --images; its FLOPs are not counted (--skip-flops)"
@@ -374,6 +488,10 @@ def benchmark(
         raise ValueError("device cuda: no CUDA device is available")
     target = distributed.init_from_env(device)
     speed = time_training(cfg, iters=train_iters, warmup=train_warmup, device=target) if train else None
+    train_loader = test_loader = None
+    if speed is not None and loader:
+        train_loader = time_train_loader(cfg, iters=train_iters, warmup=train_warmup,
+                                         model_images_per_s=speed.images_per_s)
 
     inference_speed = complexity = None
     if inference or flops:
@@ -382,16 +500,23 @@ def benchmark(
         if inference:
             if images:
                 available, source = len(images), "images: " + ", ".join(map(str, images))
-                inputs = image_inputs(images, detector.transform)
+                inputs = functools.partial(image_inputs, images, detector.transform)
             else:
                 dataset = build_dataset(data, "val", model.pixel_format, train=False)
                 available, source = len(dataset), f"data.val: {data['val']['img_dir']} ({len(dataset)} images)"
-                inputs = dataset_inputs(dataset)
+                inputs = functools.partial(dataset_inputs, dataset)
             count = available if num_images is None else num_images
             source += ", cycled" if warmup + count > available else ""
             inference_speed = time_inference(
-                model, itertools.islice(inputs, warmup + count), warmup=warmup, input=source
+                model, itertools.islice(inputs(), warmup + count), warmup=warmup, input=source,
+                amp=detector.config["runtime"].get("amp"),
             )
+            if loader:
+                test_loader = time_loader(
+                    ([x] for x in itertools.islice(inputs(), warmup + count)), warmup=warmup, num_workers=0,
+                    input=f"{source}: read + test transform, one at a time in this process (as predict does)",
+                    model_images_per_s=inference_speed.fps,
+                )
         if flops:
             complexity = count_complexity(model, tuple(shape or (data["test_scale"], data["max_size"])))
     return Benchmark(
@@ -403,4 +528,6 @@ def benchmark(
         inference=inference_speed,
         train=speed,
         complexity=complexity,
+        train_loader=train_loader,
+        test_loader=test_loader,
     )

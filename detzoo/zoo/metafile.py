@@ -110,6 +110,8 @@ class MeasuredRun:
     train: dict[str, Any] | None
     complexity: dict[str, Any] | None
     metrics: dict[str, dict[str, float]] | None
+    train_loader: dict[str, Any] | None
+    test_loader: dict[str, Any] | None
 
     @property
     def device_label(self) -> str:
@@ -410,6 +412,13 @@ _RUN = {
     "train": (False, _section),
     "complexity": (False, _section),
     "metrics": (False, _section),
+    "train_loader": (False, _section),
+    "test_loader": (False, _section),
+}
+_LOADER = {
+    "input": (True, _text), "batches": (True, _count), "warmup": (True, _count), "images": (True, _count),
+    "num_workers": (True, _count), "images_per_s": (True, _number), "model_images_per_s": (True, _number),
+    "ratio": (True, _number),
 }
 _RUN_SECTIONS = {
     "environment": {
@@ -424,11 +433,14 @@ _RUN_SECTIONS = {
     "train": {
         "iters": (True, _count), "warmup": (True, _count), "batch_size": (True, _count), "s_iter": (True, _number),
         "peak_memory_gb": (True, _number), "memory_kind": (True, lambda v: v in ("cuda_max_allocated", "peak_rss")),
+        "data_s": (False, _number),
     },
     "complexity": {
         "gflops": (True, _number), "params_m": (True, _number),
         "input_shape": (True, lambda v: isinstance(v, list) and len(v) == 3 and all(map(_count, v))),
     },
+    "train_loader": _LOADER,
+    "test_loader": _LOADER,
 }
 _METRIC_KINDS = ("bbox", "segm", "keypoints", "proposals")  # detzoo.engine.evaluate's keys
 
