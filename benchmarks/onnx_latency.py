@@ -43,6 +43,7 @@ from detzoo.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E
 from detzoo.layers.norm import FrozenBatchNorm2d  # noqa: E402
 from detzoo.export.onnx import load_onnx_detector  # noqa: E402
 from test_parity_torchvision import IMAGES, torchvision_model  # noqa: E402
+from common import nearest_twins  # noqa: E402
 
 CONFIG = "faster_rcnn_r50_fpn_1x_coco"
 
@@ -62,21 +63,6 @@ def calibrate_frozen_bn(detector: detzoo.api.Detector, image: Path) -> None:
     finally:
         for h in hooks:
             h.remove()
-
-
-def nearest_twins(ours: dict, theirs: dict) -> tuple[np.ndarray, np.ndarray]:
-    """For each detection of ``theirs``, the largest box coordinate difference (px) to the
-    detection of ``ours`` with the same label and the nearest box, and their score difference."""
-    box, score = [], []
-    for b, s, label in zip(theirs["boxes"], theirs["scores"], theirs["labels"]):
-        same = np.flatnonzero(ours["labels"] == label)
-        if not len(same):
-            box.append(np.inf), score.append(np.inf)
-            continue
-        diffs = np.abs(ours["boxes"][same] - b).max(1)
-        j = same[diffs.argmin()]
-        box.append(diffs.min()), score.append(abs(ours["scores"][j] - s))
-    return np.asarray(box), np.asarray(score)
 
 
 def cpu_seconds() -> float:

@@ -63,7 +63,9 @@ def torchvision_model(cfg: dict) -> FasterRCNN:
     )
 
 
-def train_torchvision(cfg: dict, iters: int, steps: tuple[int, ...]) -> tuple[dict, float]:
+def train_torchvision(cfg: dict, iters: int, steps: tuple[int, ...], warmup: int = 10) -> tuple[dict, float]:
+    """Train ``torchvision_model(cfg)`` as detzoo's trainer trains ``cfg`` and evaluate it on
+    ``data.val``: box metrics and the mean s/iter after ``warmup`` iterations."""
     data, optim, seed = cfg["data"], cfg["optim"], cfg["runtime"]["seed"]
     torch.manual_seed(seed)
     model = torchvision_model(cfg).train()
@@ -102,7 +104,36 @@ def train_torchvision(cfg: dict, iters: int, steps: tuple[int, ...]) -> tuple[di
             out = model([s.image / 255 for s in samples])
             preds = [Instances(boxes=o["boxes"], labels=o["labels"] - 1, scores=o["scores"]) for o in out]
             results += instances_to_coco_results([s.image_id for s in samples], preds, val.cat_ids)
-    return evaluate_coco(val.coco, results, img_ids=val.image_ids), float(np.mean(times[10:]))
+    return evaluate_coco(val.coco, results, img_ids=val.image_ids), float(np.mean(times[warmup:]))
+
+
+def train_detzoo(cfg: dict, work: Path, warmup_records: int = 1) -> tuple[dict, float]:
+    """``detzoo.engine.trainer.train(cfg)`` in ``work``: box metrics and the mean of the logged
+    s/iter after the first ``warmup_records`` log records (each the mean over
+    ``runtime.log_interval`` iterations; the first holds start-up)."""
+    (work / "log.jsonl").unlink(missing_ok=True)
+    metrics = train(cfg, work_dir=work)["bbox"]
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    times = [r["time"] for r in records if "time" in r]
+    return metrics, float(np.mean(times[warmup_records:] or times))
+
+
+def synthetic_config(out: Path, iters: int, train_images: int, val_images: int,
+                     overrides: tuple[str, ...] = ()) -> tuple[dict, tuple[int, ...]]:
+    """The demo config on synthetic shapes written under ``out / "synth"`` (train / val),
+    ``iters`` iterations with lr steps at 75% and 90% (those past 0, once each), evaluated at
+    the end only, on the CPU, then ``overrides``; and those steps."""
+    for split, n, seed in (("train", train_images, 0), ("val", val_images, 1)):
+        make_synthetic_coco(out / "synth" / split, num_images=n, seed=seed)
+    steps = tuple(sorted({int(iters * 0.75), int(iters * 0.9)} - {0}))
+    cfg = apply_overrides(load_config(ROOT / "configs/demo/faster_rcnn_r18_fpn_synth.py"), [
+        *data_overrides(out / "synth"),
+        f"schedule={{'iters': {iters}, 'steps': {steps}}}",
+        "runtime.eval_interval=0",
+        "runtime.device='cpu'",
+        *overrides,
+    ])
+    return cfg, steps
 
 
 def main() -> None:
@@ -113,23 +144,10 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/out/train_synthetic")
     args = parser.parse_args()
     out = Path(args.out)
-    for split, n, seed in (("train", args.train_images, 0), ("val", args.val_images, 1)):
-        make_synthetic_coco(out / "synth" / split, num_images=n, seed=seed)
-    steps = (int(args.iters * 0.75), int(args.iters * 0.9))
-    cfg = apply_overrides(load_config(ROOT / "configs/demo/faster_rcnn_r18_fpn_synth.py"), [
-        *data_overrides(out / "synth"),
-        f"schedule={{'iters': {args.iters}, 'steps': {steps}}}",
-        "runtime.eval_interval=0",
-        "runtime.device='cpu'",
-    ])
+    cfg, steps = synthetic_config(out, args.iters, args.train_images, args.val_images)
     print(f"torch threads: {torch.get_num_threads()}")
     tv_metrics, tv_time = train_torchvision(cfg, args.iters, steps)
-    work = out / "detzoo"
-    (work / "log.jsonl").unlink(missing_ok=True)
-    dz_metrics = train(cfg, work_dir=work)["bbox"]
-    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
-    dz_times = [r["time"] for r in records if "time" in r]
-    dz_time = float(np.mean(dz_times[1:] or dz_times))  # the first log window holds start-up
+    dz_metrics, dz_time = train_detzoo(cfg, out / "detzoo")
     print(f"\n{args.iters} iterations, batch {cfg['data']['images_per_gpu']}, {args.train_images} training / "
           f"{args.val_images} validation images of 128 px")
     print(f"torchvision box AP:\n{format_table(tv_metrics)}\ndetzoo box AP:\n{format_table(dz_metrics)}")
