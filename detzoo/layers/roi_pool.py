@@ -7,10 +7,11 @@ over all RoIs of all levels in one pass, with a multithreaded backward:
 - the maps become one table with a row of C values per pixel (images, then levels, then
   pixels in raster order): a view of a single channels-last map, one copy otherwise;
 - every output bin is a weighted sum of table rows. Bilinear sampling is separable, so along
-  each axis a bin's samples (their two neighbouring pixels each) merge into weights on the few
-  consecutive pixels they touch (``_axis_weights``), and the bin's entries are the outer
-  product of its y and x pixels: each pixel enters a bin once, with the bin's total weight
-  (9 entries for a bin of 2 x 2 samples that lie within one pixel of each other, not 16);
+  each axis a bin's samples (their two neighbouring pixels each) merge into weights on the
+  pixels they touch (``_axis_weights``), and the bin's entries are the outer product of its y
+  and x pixels: each pixel enters a bin once, with the bin's total weight (9 entries for a
+  bin of 2 x 2 samples that lie within one pixel of each other, not 16). The number of
+  entries varies by RoI (adaptive sampling, box sizes): they are ragged, not padded;
 - forward: ``F.embedding_bag`` sums each bin's weighted rows (multithreaded); backward: the
   same sum on the transposed entries, each table row summing the weighted output gradients
   of the bins that read it (entries stably sorted by row). torchvision's CPU backward is a
@@ -53,33 +54,42 @@ def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, size: Tensor, b
     bin p samples ``grid`` positions start + p * bin_size + (i + 0.5) * bin_size / grid
     (torchvision's arithmetic); one outside [-1, size] weighs 0, the others are clamped into
     [0, size - 1] and split between their two neighbouring pixels. Merged per bin into weights
-    (the bin's mean over its samples) on ``slots[k]`` consecutive pixels from the lowest.
+    (the bin's mean over its samples) on slots for the pixels its samples touch, in order
+    (consecutive samples share the pixels they both touch; none between samples more than a
+    pixel apart); ``slots[k]`` is the most any bin of RoI k needs, the others' extra slots
+    weigh 0.
 
     Returns ``slots`` (K,) and, per (RoI, bin, slot) in that order, the pixel and its weight."""
     k = _group_of(grid * bins)
     g = grid[k]
-    place = torch.arange(k.shape[0], device=k.device) - _starts(grid * bins)[k]
+    n = torch.arange(k.shape[0], device=k.device)
+    place = n - _starts(grid * bins)[k]
     p = torch.div(place, g, rounding_mode="floor")
+    j = place - p * g  # the sample's place in its bin
     b = bin_size[k]
-    pos = start[k] + p * b + (place - p * g + 0.5) * b / g
+    i = torch.where(b < 0, g - 1 - j, j)  # its index: positions increase with j in every bin
+    pos = start[k] + p * b + (i + 0.5) * b / g
     limit = size[k]
     weight = ((pos >= -1) & (pos <= limit)).to(pos.dtype) / g
     pos = torch.minimum(pos.clamp(min=0), (limit - 1).to(pos.dtype))
     low = pos.floor()
     frac = pos - low
     low = low.to(torch.int64)
-    kp = k * bins + p  # the sample's bin
-    first = torch.full((grid.shape[0] * bins,), torch.iinfo(torch.int64).max, device=low.device)
-    first.scatter_reduce_(0, kp, low, "amin")
-    slot = low - first[kp]
+    # the lower pixel's slot: its offset from the bin's first, less the gaps between samples
+    gap = torch.zeros_like(low)
+    gap[1:] = (low[1:] - low[:-1] - 2).clamp(min=0)
+    gap[j == 0] = 0
+    gaps = gap.cumsum(0)
+    first = n - j
+    slot = low - low[first] - (gaps - gaps[first])
     slots = torch.zeros_like(grid).scatter_reduce_(0, k, slot + 2, "amax")
     per_bin = slots.repeat_interleave(bins)
-    index = _starts(per_bin)[kp] + slot
+    index = _starts(per_bin)[k * bins + p] + slot
     weights = pos.new_zeros(int(per_bin.sum()))
     weights.index_add_(0, index, (1 - frac) * weight).index_add_(0, index + 1, frac * weight)
-    slot_bin = _group_of(per_bin)
-    pixel = torch.arange(slot_bin.shape[0], device=k.device) + (first - _starts(per_bin))[slot_bin]
-    return slots, torch.minimum(pixel, size[torch.div(slot_bin, bins, rounding_mode="floor")] - 1), weights
+    pixel = torch.zeros_like(weights, dtype=torch.int64)  # unused slots: pixel 0, weight 0
+    pixel.scatter_(0, index, low).scatter_(0, index + 1, torch.minimum(low + 1, limit - 1))
+    return slots, pixel, weights
 
 
 def _sampling_entries(
