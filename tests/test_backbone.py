@@ -41,8 +41,9 @@ def test_matches_torchvision(tv_name, kwargs):
     with torch.no_grad():
         expected, got = getter(x), model(x)
     assert list(got) == ["c2", "c3", "c4", "c5"]
-    for name in got:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-4)
+    for name in got:  # BN folded into the convolutions: equal to float rounding of the largest value
+        scale = expected[name].abs().max().item()
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=2e-5 * scale, msg=f"{name} {scale}")
 
 
 @pytest.mark.parametrize("style, strided", [("pytorch", "conv2"), ("caffe", "conv1")])
