@@ -38,13 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tests"))
 from detzoo.evaluation.coco import run_cocoeval  # noqa: E402
+from test_fast_coco import make_coco as fresh_coco  # noqa: E402
 
 COCO128 = Path("/work/shared/data/coco128/annotations")
 
@@ -53,14 +54,6 @@ def load_dataset(path: Path) -> dict:
     if not path.is_file():
         raise SystemExit(f"coco_eval_speed: annotation file not found: {path} (coco128's; see --ann / --segm-ann)")
     return json.loads(path.read_text())
-
-
-def fresh_coco(dataset: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = copy.deepcopy(dataset)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
 
 
 def make_results(dataset: dict, *, masks: bool, copies: int, false_positives: int, seed: int) -> list[dict]:
