@@ -49,6 +49,12 @@ def build_transform(
     )
 
 
+def model_targets(outputs: Sequence[str]) -> dict[str, bool]:
+    """``build_dataset``'s target arguments for a model that predicts ``outputs``
+    (``DetectionModel.outputs``): masks and keypoints only where it learns them."""
+    return {"with_masks": "masks" in outputs, "with_keypoints": "keypoints" in outputs}
+
+
 def build_dataset(
     cfg: Mapping[str, Any],
     split: str,

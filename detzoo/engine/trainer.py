@@ -21,7 +21,7 @@ from tqdm import tqdm
 import detzoo
 from detzoo.api import load_state
 from detzoo.config import ConfigError, check_keys, dump_config
-from detzoo.data.build import build_dataset
+from detzoo.data.build import build_dataset, model_targets
 from detzoo.data.loader import build_train_loader
 from detzoo.detectors.build import build_model, num_classes_key
 from detzoo.engine import distributed
@@ -233,7 +233,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
         model.compile_network()
     data = cfg["data"]
     outputs = model.outputs
-    targets = dict(with_masks="masks" in outputs, with_keypoints="keypoints" in outputs)
+    targets = model_targets(outputs)
     train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=runtime["seed"], **targets)
     if "proposals" not in outputs and len(train_set.class_names) != model.num_classes:
         key = num_classes_key(cfg["model"])

@@ -52,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import detzoo
 from detzoo.api import load_model
 from detzoo.config import apply_overrides, load_config
-from detzoo.data.build import build_dataset
+from detzoo.data.build import build_dataset, model_targets
 from detzoo.data.coco import CocoDataset, read_image
 from detzoo.data.loader import build_train_loader
 from detzoo.data.transforms import Compose
@@ -394,9 +394,7 @@ def time_train_loader(cfg: Mapping[str, Any], *, iters: int, warmup: int, model_
     ``data.train`` dataset with the train transforms and the model's targets, batched,
     seeded and sharded as ``train`` does, epoch after epoch."""
     model, data, seed = _meta_model(cfg), cfg["data"], cfg["runtime"]["seed"]
-    outputs = model.outputs
-    dataset = build_dataset(data, "train", model.pixel_format, train=True, seed=seed,
-                            with_masks="masks" in outputs, with_keypoints="keypoints" in outputs)
+    dataset = build_dataset(data, "train", model.pixel_format, train=True, seed=seed, **model_targets(model.outputs))
     epochs = (
         build_train_loader(dataset, batch_size=data["images_per_gpu"], num_workers=data["num_workers"], seed=seed,
                            epoch=epoch, rank=distributed.rank(), world_size=distributed.world_size())

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from detzoo.data.build import build_dataset
+from detzoo.data.build import build_dataset, model_targets
 from detzoo.detectors.build import build_model
 from detzoo.structures import ImageBatch, PixelFormat
 from detzoo.visualize import draw_detections
@@ -41,15 +41,13 @@ def browse(cfg: Mapping[str, Any], *, out: str | Path, split: str = "train", num
     if num < 1:
         raise ValueError(f"--num must be at least 1, got {num}")
     model = build_model(cfg["model"])
-    outputs = model.outputs
     dataset = build_dataset(
         cfg["data"],
         split,
         model.pixel_format,
         train=True,
         seed=cfg["runtime"]["seed"],
-        with_masks="masks" in outputs,
-        with_keypoints="keypoints" in outputs,
+        **model_targets(model.outputs),
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
