@@ -1,10 +1,10 @@
 """onnxruntime's CPU latency next to PyTorch's, for the same detector on the same images
 and threads: Faster R-CNN R-50-FPN (``faster_rcnn_r50_fpn_1x_coco``, 800-pixel shorter side,
 at most 1333) with torchvision's layout of random weights converted by ``detzoo convert
---from torchvision`` (as tests/test_parity_torchvision.py builds them), the frozen-BN
-statistics then set to each layer's input statistics on the first image, as in a trained
-model (with the random statistics activations grow layer after layer, and so do the rounding
-differences between the two backends' kernels), exported by ``detzoo export onnx`` (traced
+--from torchvision`` (as tests/test_parity_torchvision.py builds them, frozen-BN statistics
+calibrated on the first image, as in a trained model: with random statistics activations
+grow layer after layer, and so do the rounding differences between the two backends'
+kernels), exported by ``detzoo export onnx`` (traced
 at 800 x 1333).
 
 Each timed run is ``model(images, original_sizes=...)`` on one image after the test
@@ -39,30 +39,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 import detzoo  # noqa: E402
 from detzoo.cli import main as cli  # noqa: E402
 from detzoo.data.coco import read_image  # noqa: E402
-from detzoo.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from detzoo.layers.norm import FrozenBatchNorm2d  # noqa: E402
 from detzoo.export.onnx import load_onnx_detector  # noqa: E402
 from test_parity_torchvision import IMAGES, torchvision_model  # noqa: E402
 from common import nearest_twins  # noqa: E402
 
 CONFIG = "faster_rcnn_r50_fpn_1x_coco"
-
-
-@torch.no_grad()
-def calibrate_frozen_bn(detector: detzoo.api.Detector, image: Path) -> None:
-    """Each frozen BN's running mean / variance := the per-channel statistics of its input
-    on ``image`` (one inference pass with pre-hooks)."""
-
-    def calibrate(module, inputs):
-        module.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
-        module.running_var.copy_(inputs[0].var(dim=(0, 2, 3)))
-
-    hooks = [m.register_forward_pre_hook(calibrate) for m in detector.modules() if isinstance(m, FrozenBatchNorm2d)]
-    try:
-        detector.predict(image)
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 def cpu_seconds() -> float:
@@ -86,9 +67,6 @@ def main() -> None:
         ckpt, onnx_file = tmp / "converted.pth", tmp / "model.onnx"
         assert cli(["convert", "--from", "torchvision", str(tmp / "torchvision.pth"), "--config", CONFIG,
                     "--out", str(ckpt)]) == 0
-        converted, detector = load_checkpoint(ckpt), detzoo.load_model(CONFIG, ckpt)
-        calibrate_frozen_bn(detector, IMAGES[0])
-        save_checkpoint(ckpt, {**converted, "model": detector.model.state_dict()})
         start = time.perf_counter()
         assert cli(["export", "onnx", CONFIG, str(ckpt), "--out", str(onnx_file)]) == 0
         export_s = time.perf_counter() - start
