@@ -14,11 +14,11 @@ from detzoo.data.coco import read_image, rgb_array, rgb_tensor
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
-from detzoo.engine.checkpoint import CheckpointError
+from detzoo.engine.checkpoint import load_state
 from detzoo.engine.inference import predict_images
 from detzoo.engine.tta import build_tta
 from detzoo.structures import Instances
-from detzoo.zoo.weights import read_weights
+from detzoo.zoo.weights import read_detector, read_weights
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -102,29 +102,6 @@ class Detector(nn.Module):
         return out
 
 
-def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str | Path) -> None:
-    """Load ``state`` strictly into ``model``; a mismatch is a ``CheckpointError`` naming
-    ``source`` and the first missing / unexpected keys and mismatched shapes. BN's
-    ``num_batches_tracked`` counters are bookkeeping, not weights: one side may lack them
-    (frozen BN has none; converters drop them)."""
-    counter = "num_batches_tracked"
-    own = model.state_dict()
-    state = {**{k: v for k, v in own.items() if k.endswith(counter)},
-             **{k: v for k, v in state.items() if not k.endswith(counter) or k in own}}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = [
-        f"{len(items)} {what}: {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
-        for what, items in (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes))
-        if items
-    ]
-    if problems:
-        raise CheckpointError(f"checkpoint {source} does not fit the model of its config: " + "; ".join(problems))
-    model.load_state_dict(state)
-
-
 def build_detector(
     cfg: Mapping[str, Any], checkpoint: Mapping[str, Any], *, overrides: Sequence[str] = (), source: str | Path = "",
 ) -> Detector:
@@ -183,3 +160,14 @@ def load_model(
     else:
         raise ValueError(f"checkpoint {checkpoint} stores no config; pass one")
     return build_detector(cfg, ckpt, overrides=overrides, source=source).to(device).eval()
+
+
+def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train the model of ``cfg`` (``detzoo.engine.trainer.train``), starting a fresh run
+    from the detector that ``runtime.load_from`` names, if any: a zoo model name or a
+    checkpoint file of detzoo or of a toolbox it converts (``detzoo.zoo.weights.read_detector``)."""
+    from detzoo.engine.trainer import train as train_model
+
+    source = cfg["runtime"].get("load_from")
+    checkpoint = None if source is None or resume else read_detector(source)
+    return train_model(cfg, work_dir=work_dir, resume=resume, load_from=checkpoint)

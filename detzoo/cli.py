@@ -23,11 +23,15 @@ def _config(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from detzoo.engine.trainer import NonFiniteLossError, train
+    from detzoo.api import train
+    from detzoo.engine.trainer import NonFiniteLossError
 
     work_dir = args.work_dir or Path("work_dirs") / Path(str(args.config)).stem
+    cfg = _config(args)
+    if args.load_from is not None:
+        cfg = apply_overrides(cfg, [f"runtime.load_from={args.load_from!r}"])
     try:
-        train(_config(args), work_dir=work_dir, resume=args.resume)
+        train(cfg, work_dir=work_dir, resume=args.resume)
     except NonFiniteLossError as e:  # add the command that goes on with the lower lr
         sets = [s for s in args.set if not s.startswith("optim.lr=")] + [f"optim.lr={e.lr:g}"]
         command = ["detzoo", "train", str(args.config), "--work-dir", str(work_dir),
@@ -238,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--work-dir", help="default: work_dirs/<config name>")
     p.add_argument("--resume", action="store_true", help="continue from <work-dir>/checkpoint.pth")
+    p.add_argument("--load-from", metavar="CKPT",
+                   help="start from this trained detector (fine-tuning; runtime.load_from): a checkpoint file of "
+                        "detzoo, torchvision, mmdetection, detectron2 or Detectron, or a zoo model name; "
+                        "iteration 0, fresh optimizer, class rows matched by name")
     p.set_defaults(fn=cmd_train)
 
     for name, fn, help_ in (("test", cmd_test, "evaluate a checkpoint on data.val"),

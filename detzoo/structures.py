@@ -18,6 +18,21 @@ from torch import Tensor
 Size = tuple[int, int]  # (height, width)
 
 
+@dataclass(frozen=True)
+class ClassRows:
+    """How a parameter of a head follows the classes it predicts, along dimension ``dim``:
+    ``groups`` blocks (one per anchor; the group count is the size over the block's) of
+    ``width`` rows per class, class ``c``'s at ``c * width`` within a block, then ``extra``
+    rows that belong to no class (the background logit). ``follows="keypoints"``: the rows
+    are the keypoints, one each. Fine-tuning (``detzoo.engine.initialize``) moves rows by
+    class name with it."""
+
+    width: int = 1
+    extra: int = 0
+    dim: int = 0
+    follows: str = "classes"
+
+
 @dataclass
 class Instances:
     """Objects of one image. Every tensor field has the instance count as first dim.

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from mmdet_reference import converted_neck_state, import_mmdet, mmdet_config_path
 
-from detzoo.api import load_state
+from detzoo.engine.checkpoint import load_state
 from detzoo.necks.fpg import FPG
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from detzoo.engine.checkpoint import load_state
 from mmdet_reference import converted_neck_state, import_mmdet, mmdet_config_path
 
-from detzoo.api import load_state
 
 from detzoo.necks.nas_fpn import NASFPN, resize_to
 

@@ -13,7 +13,7 @@ _base_ = [
     "../_base_/synth_shapes_cpu.py",
 ]
 model = dict(
-    backbone=dict(depth=18, norm="BN", frozen_stages=0),
+    backbone=dict(depth=18, norm="BN", frozen_stages=0, init=None),
     neck=dict(out_channels=128),
     dense_head=dict(
         anchor_generator=dict(sizes=[[16], [32], [64], [128], [256]]),

@@ -11,7 +11,7 @@ Differs from the Detectron row in the details listed once in configs/README.md,
 "Detectron rows" (detectron2-style RoIAlign, losses and anchors)."""
 
 _base_ = "./fast_rcnn_r50_caffe_fpn_1x_coco.py"
-model = dict(backbone=dict(depth=101))
+model = dict(backbone=dict(depth=101, init="detectron://MSRA/R-101.pkl"))
 data = dict(
     train=dict(proposals_file="data/coco/proposals/rpn_r101_caffe_fpn_1x_train2017.npz"),
     val=dict(proposals_file="data/coco/proposals/rpn_r101_caffe_fpn_1x_val2017.npz"),

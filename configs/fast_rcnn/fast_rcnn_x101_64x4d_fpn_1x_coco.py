@@ -18,7 +18,7 @@ _base_ = [
     "../_base_/schedules/schedule_1x.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(backbone=dict(depth=101, groups=64, width_per_group=4))
+model = dict(backbone=dict(depth=101, groups=64, width_per_group=4, init="detectron://FBResNeXt/X-101-64x4d.pkl"))
 data = dict(
     train=dict(proposals_file="data/coco/proposals/rpn_x101_64x4d_fpn_1x_train2017.npz"),
     val=dict(proposals_file="data/coco/proposals/rpn_x101_64x4d_fpn_1x_val2017.npz"),

@@ -8,4 +8,4 @@ Differs from the Detectron row in the details listed once in configs/README.md,
 "Detectron rows" (detectron2-style RoIAlign, losses and anchors)."""
 
 _base_ = "./faster_rcnn_r50_caffe_fpn_1x_coco.py"
-model = dict(backbone=dict(depth=101))
+model = dict(backbone=dict(depth=101, init="detectron://MSRA/R-101.pkl"))

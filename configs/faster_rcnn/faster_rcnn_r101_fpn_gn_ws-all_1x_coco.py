@@ -14,4 +14,4 @@ _base_ = [
     "../_base_/schedules/schedule_1x.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(backbone=dict(depth=101))
+model = dict(backbone=dict(depth=101, init="open-mmlab://jhu/resnet101_gn_ws"))

@@ -14,4 +14,4 @@ _base_ = [
     "../_base_/schedules/schedule_1x.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(backbone=dict(depth=50, groups=32, width_per_group=4))
+model = dict(backbone=dict(depth=50, groups=32, width_per_group=4, init="open-mmlab://jhu/resnext50_32x4d_gn_ws"))

@@ -19,7 +19,7 @@ _base_ = [
     "../_base_/schedules/schedule_1x.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(backbone=dict(depth=101, groups=32, width_per_group=8))
+model = dict(backbone=dict(depth=101, groups=32, width_per_group=8, init="detectron://20171220/X-101-32x8d.pkl"))
 data = dict(
     train=dict(proposals_file="data/coco/proposals/rpn_x101_32x8d_fpn_1x_train2017.npz"),
     val=dict(proposals_file="data/coco/proposals/rpn_x101_32x8d_fpn_1x_val2017.npz"),

@@ -13,4 +13,4 @@ _base_ = [
     "../_base_/schedules/schedule_3x.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(backbone=dict(depth=101))
+model = dict(backbone=dict(depth=101, init="open-mmlab://detectron/resnet101_gn"))

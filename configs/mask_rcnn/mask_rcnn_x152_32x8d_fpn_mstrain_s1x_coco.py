@@ -23,5 +23,5 @@ _base_ = [
     "../_base_/schedules/schedule_s1x.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(backbone=dict(depth=152, groups=32, width_per_group=8))
+model = dict(backbone=dict(depth=152, groups=32, width_per_group=8, init="detectron://25093814/X-152-32x8d-IN5k.pkl"))
 data = dict(images_per_gpu=1, train_scales=[640, 672, 704, 736, 768, 800], test_time_aug=dict(vote_thresh=0.9))

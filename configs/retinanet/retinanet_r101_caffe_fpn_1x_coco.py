@@ -10,5 +10,5 @@ _base_ = [
     "./retinanet_r50_fpn_1x_coco.py",
     "../_base_/models/resnet_caffe.py",
 ]
-model = dict(backbone=dict(depth=101))
+model = dict(backbone=dict(depth=101, init="detectron://MSRA/R-101.pkl"))
 optim = dict(lr=0.01)

@@ -11,5 +11,5 @@ _base_ = [
     "../_base_/models/resnet_caffe.py",
     "../_base_/schedules/schedule_2x.py",
 ]
-model = dict(backbone=dict(depth=101))
+model = dict(backbone=dict(depth=101, init="detectron://MSRA/R-101.pkl"))
 optim = dict(lr=0.01)

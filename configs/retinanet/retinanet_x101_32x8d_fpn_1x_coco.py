@@ -10,5 +10,5 @@ _base_ = [
     "./retinanet_r50_fpn_1x_coco.py",
     "../_base_/models/caffe_pixels.py",
 ]
-model = dict(backbone=dict(depth=101, groups=32, width_per_group=8))
+model = dict(backbone=dict(depth=101, groups=32, width_per_group=8, init="detectron://20171220/X-101-32x8d.pkl"))
 optim = dict(lr=0.01)

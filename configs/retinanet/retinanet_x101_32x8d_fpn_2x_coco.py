@@ -11,5 +11,5 @@ _base_ = [
     "../_base_/models/caffe_pixels.py",
     "../_base_/schedules/schedule_2x.py",
 ]
-model = dict(backbone=dict(depth=101, groups=32, width_per_group=8))
+model = dict(backbone=dict(depth=101, groups=32, width_per_group=8, init="detectron://20171220/X-101-32x8d.pkl"))
 optim = dict(lr=0.01)

@@ -10,5 +10,5 @@ _base_ = [
     "./retinanet_r50_fpn_1x_coco.py",
     "../_base_/models/caffe_pixels.py",
 ]
-model = dict(backbone=dict(depth=101, groups=64, width_per_group=4))
+model = dict(backbone=dict(depth=101, groups=64, width_per_group=4, init="detectron://FBResNeXt/X-101-64x4d.pkl"))
 optim = dict(lr=0.01)

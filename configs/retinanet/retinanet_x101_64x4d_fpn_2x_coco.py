@@ -11,5 +11,5 @@ _base_ = [
     "../_base_/models/caffe_pixels.py",
     "../_base_/schedules/schedule_2x.py",
 ]
-model = dict(backbone=dict(depth=101, groups=64, width_per_group=4))
+model = dict(backbone=dict(depth=101, groups=64, width_per_group=4, init="detectron://FBResNeXt/X-101-64x4d.pkl"))
 optim = dict(lr=0.01)

@@ -17,4 +17,4 @@ _base_ = [
     "../_base_/schedules/schedule_1x.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(backbone=dict(depth=101, groups=32, width_per_group=8))
+model = dict(backbone=dict(depth=101, groups=32, width_per_group=8, init="detectron://20171220/X-101-32x8d.pkl"))

@@ -10,6 +10,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
+from detzoo.backbones.imagenet import check_init
 from detzoo.layers.conv import ConvNorm
 from detzoo.layers.norm import build_norm, conv_class, conv_norm_forward, is_batch_norm
 
@@ -186,6 +187,10 @@ class ResNet(nn.Module):
     - ``stem_width``: stem channels; stage ``i`` has ``stem_width * 2**i`` planes (64 = standard).
     - ``out_channels`` / ``strides``: per requested feature. Stages after the last requested
       one are not built: a C4 model's res5 lives in its RoI head.
+    - ``init``: where the weights come from before training (``detzoo.backbones.imagenet``):
+      a name of its ``WEIGHTS`` (``torchvision://resnet50``), a file, or None (the Kaiming
+      init here). The backbone only records it; training loads it
+      (``detzoo.engine.initialize``), a checkpoint's weights replace it.
     """
 
     def __init__(
@@ -201,8 +206,10 @@ class ResNet(nn.Module):
         norm_eval: bool = False,
         out_features: Sequence[str] = FEATURES,
         stem_width: int = 64,
+        init: str | None = None,
     ) -> None:
         super().__init__()
+        check_init(init)
         if depth not in DEPTHS:
             raise ValueError(f"unknown ResNet depth {depth}; valid: {', '.join(map(str, DEPTHS))}")
         if not 0 <= frozen_stages <= 5:
@@ -213,6 +220,9 @@ class ResNet(nn.Module):
             )
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.init = init
+        self.style = style
+        self.conv_ws = conv_ws
         self.out_features = tuple(f for f in FEATURES if f in out_features)
 
         self.conv1 = conv_class(conv_ws)(3, stem_width, 7, stride=2, padding=3, bias=False)

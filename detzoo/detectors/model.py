@@ -13,7 +13,7 @@ from detzoo.heads.retina import RetinaNet
 from detzoo.heads.rpn import RPN
 from detzoo.layers.keypoint_ops import heatmaps_to_keypoints
 from detzoo.layers.mask_ops import PASTES, paste_masks
-from detzoo.structures import ImageBatch, Instances, PixelFormat, Size, scale_boxes, scale_points
+from detzoo.structures import ClassRows, ImageBatch, Instances, PixelFormat, Size, scale_boxes, scale_points
 
 
 class DetectionModel(nn.Module):
@@ -98,6 +98,19 @@ class DetectionModel(nn.Module):
     def needs_proposals(self) -> bool:
         """True for Fast R-CNN: proposals come with the data."""
         return self.dense_head is None
+
+    def pretrained_modules(self) -> dict[str, nn.Module]:
+        """The parts an ImageNet classification ResNet's weights fill (``backbone.init``), by
+        their prefix in its state dict: the backbone, and a C4 model's res5, which lives in
+        its box head, as ``layer4.``."""
+        res5 = None if self.roi_heads is None else self.roi_heads.res5
+        return {"": self.backbone, **({"layer4.": res5} if res5 is not None else {})}
+
+    def class_rows(self) -> dict[str, ClassRows]:
+        """Every parameter whose rows follow the classes (or keypoints) the model predicts,
+        by its state-dict name, as its head declares them (``class_rows()``)."""
+        return {f"{name}.{key}": rows for name, module in self.named_modules()
+                if name and hasattr(module, "class_rows") for key, rows in module.class_rows().items()}
 
     def compile_network(self) -> None:
         """``torch.compile`` the backbone and the neck in place (``runtime.compile``): the

@@ -35,13 +35,14 @@ import uuid
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Mapping, Sequence
 from urllib.error import HTTPError
 from urllib.parse import unquote, urlparse
 from urllib.request import urlopen
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from detzoo.errors import UserError
 
@@ -295,6 +296,13 @@ def verify_file(path: str | Path, *, sha256: str | None = None) -> str:
     return _check_hash(path, expected, remove_on_mismatch=False)
 
 
+def cache_dir() -> Path:
+    """Where downloaded weights (zoo models, ImageNet backbones) are kept: ``$DETZOO_CACHE``,
+    else ``~/.cache/detzoo``."""
+    env = os.environ.get("DETZOO_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "detzoo").absolute()
+
+
 def _download(url: str, path: Path, hint: str = "") -> None:
     """Download ``url`` to ``path`` unless a file is there; a failure is one line naming
     the URL and the path to put the file at by hand (then ``hint``)."""
@@ -368,6 +376,29 @@ def fetch_checkpoint(
     if expected:
         _check_hash(path, expected, remove_on_mismatch=True)
     return path
+
+
+def load_state(model: torch.nn.Module, state: Mapping[str, Tensor], source: str | Path) -> None:
+    """Load ``state`` strictly into ``model``; a mismatch is a ``CheckpointError`` naming
+    ``source`` and the first missing / unexpected keys and mismatched shapes. BN's
+    ``num_batches_tracked`` counters are bookkeeping, not weights: one side may lack them
+    (frozen BN has none; converters drop them)."""
+    counter = "num_batches_tracked"
+    own = model.state_dict()
+    state = {**{k: v for k, v in own.items() if k.endswith(counter)},
+             **{k: v for k, v in state.items() if not k.endswith(counter) or k in own}}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = [
+        f"{len(items)} {what}: {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(f"checkpoint {source} does not fit the model of its config: " + "; ".join(problems))
+    model.load_state_dict(state)
 
 
 def publish_checkpoint(

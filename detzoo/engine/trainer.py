@@ -19,7 +19,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import detzoo
-from detzoo.api import load_state
 from detzoo.config import ConfigError, check_keys, dump_config
 from detzoo.data.build import build_dataset, model_targets
 from detzoo.data.loader import build_train_loader
@@ -29,10 +28,12 @@ from detzoo.engine.checkpoint import (
     CheckpointError,
     get_rng_state,
     load_checkpoint,
+    load_state,
     save_checkpoint,
     set_rng_state,
 )
 from detzoo.engine.evaluate import evaluate, model_inputs
+from detzoo.engine.initialize import init_backbone, transfer_weights
 from detzoo.engine.inference import autocast_dtype
 from detzoo.engine.schedule import WarmupMultiStepLR, resolve_schedule, scale_lr
 from detzoo.errors import UserError
@@ -54,7 +55,8 @@ OPTIM_KEYS = (
     "grad_clip",
 )
 RUNTIME_KEYS = (
-    "seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard", "amp", "compile"
+    "seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard", "amp", "compile",
+    "load_from",
 )
 CHECKPOINT = "checkpoint.pth"
 FINAL = "model_final.pth"
@@ -213,10 +215,45 @@ def param_groups(model: torch.nn.Module, weight_decay: float, norm_weight_decay:
     ]
 
 
-def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def _start_weights(model, cfg: Mapping[str, Any], load_from: Mapping[str, Any] | None, class_names) -> None:
+    """Fill a fresh run's model: from the detector ``load_from`` (the checkpoint that
+    ``runtime.load_from`` names, read by the caller), else from ``model.backbone.init``'s
+    ImageNet weights, else it keeps its random initialisation."""
+    source = cfg["runtime"].get("load_from")
+    if (source is None) != (load_from is None):
+        raise ConfigError("runtime.load_from and the checkpoint passed to train() go together: "
+                          "detzoo.api.train (and `detzoo train --load-from`) read it")
+    if load_from is None:
+        line = init_backbone(model)
+    else:
+        line = transfer_weights(model, load_from, class_names=class_names, source=str(source))
+        recorded = (load_from.get("meta") or {}).get("config_overrides") or {}
+        differ = [f"{key}={value!r} (config: {_get(cfg, key)!r})" for key, value in recorded.items()
+                  if _get(cfg, key) != value]
+        if differ:
+            logger.warning("%s was made with conventions the config does not share; training uses the config's: %s",
+                           source, "; ".join(differ))
+    if line and distributed.is_main():
+        logger.info(line)
+
+
+def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for key in dotted.split("."):
+        node = node.get(key, "<unset>") if isinstance(node, Mapping) else "<unset>"
+    return node
+
+
+def train(
+    cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False, load_from: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Train the model of ``cfg``; returns the final validation metrics per evaluation
     type (empty if the config has no ``data.val``). Writes ``log.jsonl``, ``checkpoint.pth`` (full state,
-    for ``resume``), ``model_final.pth`` (model + meta) and ``config.py`` to ``work_dir``."""
+    for ``resume``), ``model_final.pth`` (model + meta) and ``config.py`` to ``work_dir``.
+
+    A fresh run starts from ``load_from`` (a detzoo checkpoint dict: the detector that
+    ``runtime.load_from`` names, as ``detzoo.api.train`` reads it) or else from the backbone's
+    ``init``; ``resume`` continues from ``<work_dir>/checkpoint.pth`` instead."""
     check_keys("config", cfg, CONFIG_KEYS)
     optim, runtime = cfg["optim"], cfg["runtime"]
     check_keys("optim", optim, OPTIM_KEYS)
@@ -242,6 +279,8 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
             f"{len(train_set.class_names)} categories; set --set {key}={len(train_set.class_names)}"
         )
     val_set = build_dataset(data, "val", model.pixel_format, train=False, **targets) if "val" in data else None
+    if not resume:
+        _start_weights(model, cfg, load_from, train_set.class_names)
 
     batch = data["images_per_gpu"] * world
     loader_args = dict(batch_size=data["images_per_gpu"], num_workers=data["num_workers"], seed=runtime["seed"])

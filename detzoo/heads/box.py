@@ -14,7 +14,7 @@ from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall, sample_
 from detzoo.heads.mask_keypoint import KeypointBranch, MaskBranch
 from detzoo.layers.conv import conv_stack
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
-from detzoo.structures import Instances
+from detzoo.structures import ClassRows, Instances
 
 
 class ConvFCBoxHead(nn.Module):
@@ -83,6 +83,12 @@ class BoxPredictor(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.cls_score(x).float(), self.bbox_pred(x).float()
 
+    def class_rows(self) -> dict[str, ClassRows]:
+        """The parameters with rows per class (``ClassRows``): the logits (background last)
+        and the class-specific deltas, 4 rows each."""
+        logits, deltas = ClassRows(extra=1), ClassRows(width=4)
+        return {"cls_score.weight": logits, "cls_score.bias": logits, "bbox_pred.weight": deltas, "bbox_pred.bias": deltas}
+
 
 class RoIHeads(nn.Module):
     """Fast R-CNN box head on proposals, with optional mask and keypoint branches.
@@ -138,6 +144,11 @@ class RoIHeads(nn.Module):
         self.min_size = min_size
         self.mask = mask
         self.keypoint = keypoint
+
+    @property
+    def res5(self) -> nn.Sequential | None:
+        """The res5 stage of a C4 box head (a backbone stage kept here), else None."""
+        return self.box_head.res5 if isinstance(self.box_head, Res5BoxHead) else None
 
     @property
     def outputs(self) -> tuple[str, ...]:

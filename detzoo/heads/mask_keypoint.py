@@ -18,7 +18,7 @@ from detzoo.layers.conv import conv_stack
 from detzoo.layers.keypoint_ops import keypoint_loss, keypoint_targets
 from detzoo.layers.mask_ops import mask_loss, mask_targets
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
-from detzoo.structures import Instances
+from detzoo.structures import ClassRows, Instances
 
 
 def _msra_stack(in_channels: int, conv_dim: int, num_convs: int, norm: str | None, conv_ws: bool) -> nn.ModuleList:
@@ -61,6 +61,10 @@ class MaskHead(nn.Module):
             x = F.relu(conv(x))
         return self.predictor(F.relu(self.deconv(x)))
 
+    def class_rows(self) -> dict[str, ClassRows]:
+        """The parameters that have one row per class (``ClassRows``), by name."""
+        return {"predictor.weight": ClassRows(), "predictor.bias": ClassRows()}
+
 
 class KeypointHead(nn.Module):
     """``num_convs`` 3x3 convs + ReLU, a 4x4 stride-2 deconv to one heatmap per keypoint,
@@ -76,6 +80,11 @@ class KeypointHead(nn.Module):
             x = F.relu(conv(x))
         x = self.deconv(x)
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+
+    def class_rows(self) -> dict[str, ClassRows]:
+        """The parameters that have one row per keypoint (``ClassRows``), by name."""
+        keypoints = ClassRows(follows="keypoints")
+        return {"deconv.weight": ClassRows(dim=1, follows="keypoints"), "deconv.bias": keypoints}
 
 
 class _Branch(nn.Module):

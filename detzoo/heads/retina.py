@@ -15,7 +15,7 @@ from detzoo.layers.anchors import AnchorGenerator
 from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall
 from detzoo.layers.conv import conv_stack
 from detzoo.layers.norm import build_norm
-from detzoo.structures import ImageBatch, Instances
+from detzoo.structures import ClassRows, ImageBatch, Instances
 
 
 class RetinaNetHead(nn.Module):
@@ -81,6 +81,11 @@ class RetinaNetHead(nn.Module):
             logits.append(permute_to_nhwa_k(self.cls_logits(self._tower(x, self.cls_convs, cls_norms)), self.num_classes))
             deltas.append(permute_to_nhwa_k(self.deltas(self._tower(x, self.box_convs, box_norms)), 4))
         return logits, deltas
+
+    def class_rows(self) -> dict[str, ClassRows]:
+        """The parameters with rows per class (``ClassRows``): the class logits, one block
+        of ``num_classes`` rows per anchor."""
+        return {"cls_logits.weight": ClassRows(), "cls_logits.bias": ClassRows()}
 
 
 class RetinaNet(nn.Module):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from detzoo.backbones.imagenet import WEIGHTS
+from detzoo.config import load_config
 from detzoo.engine.checkpoint import atomic_write
 from detzoo.zoo.metafile import MeasuredRun, Reference, Zoo, ZooError, ZooModel
 
@@ -51,6 +53,17 @@ def list_lines(models: Sequence[ZooModel]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
 
 
+def _init_line(config: Path) -> str:
+    """Where the config's backbone starts training: its ImageNet weights and their file."""
+    init = load_config(config)["model"]["backbone"].get("init")
+    if init is None:
+        return "none (the backbone is trained from scratch)"
+    weights = WEIGHTS.get(init)
+    if weights is None:
+        return f"{init} (a local file)"
+    return f"{init}: {weights.url} ({weights.check}, {weights.layout} layout, {weights.source})"
+
+
 def describe(zoo: Zoo, model: ZooModel) -> str:
     """Everything the metafiles hold about ``model``, reference and measured apart."""
     collection = zoo.collections[model.collection]
@@ -61,6 +74,7 @@ def describe(zoo: Zoo, model: ZooModel) -> str:
         f"  config:     {model.config}",
         f"  metafile:   {model.metafile}",
         f"  backbone:   {model.backbone}, {model.style} style, lr schd {model.lr_schd} ({schedule})",
+        "  init:       " + _init_line(model.config),
         "  weights:    " + (f"{model.weights.url} ({model.weights.check}, format {model.weights.format})"
                             if model.weights else "none listed"),
         "reference (published by the source named, not measured by detzoo):",

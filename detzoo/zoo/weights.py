@@ -22,18 +22,11 @@ file (``detzoo test CONFIG NAME``, ``load_model(config, checkpoint=NAME)``) come
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from detzoo.engine.checkpoint import CheckpointError, fetch_checkpoint, load_checkpoint
-from detzoo.zoo.converters import convert_checkpoint
+from detzoo.engine.checkpoint import CheckpointError, cache_dir, fetch_checkpoint, load_checkpoint
+from detzoo.zoo.converters import CONVERTERS, convert_checkpoint, detect_format
 from detzoo.zoo.metafile import ZooError, find_model
-
-
-def cache_dir() -> Path:
-    """Where downloaded weights are kept: ``$DETZOO_CACHE``, else ``~/.cache/detzoo``."""
-    env = os.environ.get("DETZOO_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "detzoo").absolute()
 
 
 def read_weights(checkpoint: str | Path) -> tuple[dict, Path, Path | None]:
@@ -57,3 +50,18 @@ def read_weights(checkpoint: str | Path) -> tuple[dict, Path, Path | None]:
     local = fetch_checkpoint(weights.url, cache_dir=cache_dir(), sha256=weights.sha256, md5_url=weights.md5,
                              cache_prefix="" if weights.sha256 is not None else f"{model.name}-")
     return convert_checkpoint(load_checkpoint(local), weights.format), local, model.config
+
+
+def read_detector(checkpoint: str | Path) -> dict:
+    """A trained detector to start a training from (``runtime.load_from``): a zoo model
+    name (its published weights, fetched and converted), or a checkpoint file of detzoo or of
+    the toolboxes it converts, whose format is told from its keys (``detect_format``)."""
+    state, path, _ = read_weights(checkpoint)
+    if path.is_file() and path == Path(checkpoint):  # a file: in any toolbox's layout
+        source_format = detect_format(state)
+        if source_format is None:
+            raise CheckpointError(f"{path} is not a detector checkpoint of detzoo, {', '.join(CONVERTERS)} "
+                                  "(its keys fit none of their layouts)")
+        if source_format != "detzoo":
+            state = convert_checkpoint(state, source_format)
+    return state

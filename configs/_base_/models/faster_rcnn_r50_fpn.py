@@ -10,7 +10,7 @@ model = dict(
     pixel_scale=1.0,
     size_divisibility=32,
     mask_paste="torchvision",
-    backbone=dict(depth=50, style="pytorch", norm="FrozenBN", frozen_stages=2),
+    backbone=dict(depth=50, style="pytorch", norm="FrozenBN", frozen_stages=2, init="torchvision://resnet50"),
     neck=dict(type="FPN", out_channels=256, top_block=dict(type="maxpool")),
     dense_head=dict(
         type="rpn",

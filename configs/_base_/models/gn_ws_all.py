@@ -4,7 +4,7 @@ every convolution of the backbone, the FPN and the box head weight-standardised
 
 _base_ = "gn_all.py"
 model = dict(
-    backbone=dict(conv_ws=True),
+    backbone=dict(conv_ws=True, init="open-mmlab://jhu/resnet50_gn_ws"),
     neck=dict(conv_ws=True),
     roi_heads=dict(box_head=dict(conv_ws=True)),
 )

@@ -2,4 +2,4 @@
 the stride on the first 1x1 conv of each bottleneck, and caffe-format pixels."""
 
 _base_ = "caffe_pixels.py"
-model = dict(backbone=dict(style="caffe"))
+model = dict(backbone=dict(style="caffe", init="detectron://MSRA/R-50.pkl"))

@@ -15,7 +15,7 @@ model = dict(
     pixel_scale=1.0,
     size_divisibility=32,
     mask_paste="torchvision",
-    backbone=dict(depth=50, style="pytorch", norm="FrozenBN", frozen_stages=2),
+    backbone=dict(depth=50, style="pytorch", norm="FrozenBN", frozen_stages=2, init="torchvision://resnet50"),
     neck=dict(
         type="FPN",
         in_features=["c3", "c4", "c5"],

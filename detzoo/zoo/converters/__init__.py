@@ -29,3 +29,26 @@ def convert_checkpoint(checkpoint: Mapping[str, Any], source_format: str) -> dic
     if source_format not in CONVERTERS:
         raise ValueError(f"no converter for {source_format!r} checkpoints; detzoo converts {', '.join(CONVERTERS)}")
     return CONVERTERS[source_format](checkpoint)
+
+
+# the stem convolution's key in a detector's state dict, in each toolbox's layout
+_STEMS = {
+    "detzoo": "backbone.conv1.weight",
+    "torchvision": "backbone.body.conv1.weight",
+    "detectron2": "backbone.bottom_up.stem.conv1.weight",
+}
+
+
+def detect_format(checkpoint: Mapping[str, Any]) -> str | None:
+    """The toolbox whose detector checkpoint layout ``checkpoint`` (as loaded) has, by its
+    keys: ``detzoo``, ``torchvision``, ``mmdet`` (its heads are ``rpn_head``, ``roi_head``,
+    ``bbox_head``), ``detectron2`` or ``detectron`` (Caffe2 blobs); None when none fits."""
+    if "blobs" in checkpoint or "conv1_w" in checkpoint:
+        return "detectron"
+    state = checkpoint.get("state_dict", checkpoint.get("model", checkpoint))
+    if not isinstance(state, Mapping):
+        return None
+    if any(str(k).startswith(("rpn_head.", "roi_head.", "bbox_head.")) for k in state):
+        return "mmdet"
+    found = [name for name, stem in _STEMS.items() if stem in state]
+    return found[0] if found else None
