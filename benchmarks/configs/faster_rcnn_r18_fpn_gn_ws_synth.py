@@ -6,4 +6,4 @@ weight-standardised convs in the backbone, the 128-channel FPN and a 4conv1fc bo
 cost: 1.4 s/iter at 128 channels on 2 CPU cores, 1.0 at 64); the RPN head unchanged."""
 
 _base_ = ["../../configs/demo/faster_rcnn_r18_fpn_synth.py", "../../configs/_base_/models/gn_ws_all.py"]
-model = dict(roi_heads=dict(box_head=dict(conv_dim=64, fc_dim=512)))
+model = dict(backbone=dict(init=None), roi_heads=dict(box_head=dict(conv_dim=64, fc_dim=512)))

@@ -19,7 +19,7 @@ _base_ = [
     "../../configs/_base_/synth_shapes_cpu.py",
 ]
 model = dict(
-    backbone=dict(depth=18, norm="BN", frozen_stages=0),
+    backbone=dict(depth=18, norm="BN", frozen_stages=0, init=None),
     neck=dict(out_channels=128),
     dense_head=dict(
         num_classes=3,
