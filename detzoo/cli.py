@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--categories",
         default="circle,square,triangle",
-        help="comma-separated, from circle, square, triangle and person (a stick figure with 17 keypoints)",
+        help="comma-separated, from circle, square, triangle, pentagon, hexagon and person (a stick figure with 17 "
+             "keypoints)",
     )
     p.set_defaults(fn=cmd_synth)
 

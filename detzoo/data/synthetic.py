@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle")
+# vertices of each filled shape: the default SHAPES and two more for a second class set
+POLYGONS = {"circle": 32, "square": 4, "triangle": 3, "pentagon": 5, "hexagon": 6}
 PERSON_KEYPOINTS = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
@@ -35,7 +37,7 @@ _PLACEMENT_TRIES = 10
 
 def _shape_polygon(rng: np.random.Generator, shape: str, size: float) -> np.ndarray:
     """(P, 2) vertices of a shape inscribed in a circle of diameter ``size`` at 0."""
-    num_vertices = {"circle": 32, "square": 4, "triangle": 3}[shape]
+    num_vertices = POLYGONS[shape]
     start = 0.0 if shape == "circle" else rng.uniform(0, 2 * math.pi)
     angles = start + np.arange(num_vertices) * 2 * math.pi / num_vertices
     return 0.5 * size * np.stack([np.cos(angles), np.sin(angles)], axis=1)
@@ -125,7 +127,7 @@ def make_synthetic_coco(
     """Write ``out_dir/images/*.png`` and ``out_dir/annotations.json``; return ``out_dir``.
 
     ``categories`` (ids 1, 2, ... in this order) are taken from the shapes circle,
-    square, triangle and "person", a stick figure with the 17 COCO keypoints and skeleton
+    square, triangle, pentagon, hexagon and "person", a stick figure with the 17 COCO keypoints and skeleton
     (``("person",)`` gives a person-only keypoint dataset). Each image has 1 to
     ``max_objects`` objects of 12%-50% of the image (people 35%-80% tall) that overlap at
     most a little.
@@ -133,9 +135,9 @@ def make_synthetic_coco(
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    unknown = [c for c in categories if c not in (*SHAPES, "person")]
+    unknown = [c for c in categories if c not in (*POLYGONS, "person")]
     if unknown or not categories:
-        raise ValueError(f"unknown synthetic categories {unknown}; valid: {', '.join((*SHAPES, 'person'))}")
+        raise ValueError(f"unknown synthetic categories {unknown}; valid: {', '.join((*POLYGONS, 'person'))}")
     person = {"keypoints": list(PERSON_KEYPOINTS), "skeleton": [list(pair) for pair in PERSON_SKELETON]}
     category_list = [
         {"id": i + 1, "name": name, "supercategory": name if name == "person" else "shape",
