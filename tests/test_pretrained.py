@@ -288,3 +288,16 @@ def test_frozen_stages_keep_the_files_weights(tmp_path, synth_data):
     for key in frozen:
         torch.testing.assert_close(trained[f"backbone.{key}"], state[key], rtol=0, atol=0, msg=key)
     assert not torch.equal(trained["backbone.layer3.0.conv1.weight"], state["layer3.0.conv1.weight"])
+
+
+def test_zoo_show_prints_the_init(capsys):
+    from detzoo.cli import main
+
+    assert main(["zoo", "show", "mask_rcnn_r50_caffe_c4_1x_coco"]) == 0
+    out = capsys.readouterr().out
+    assert ("init:       detectron://MSRA/R-50.pkl: https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/"
+            "MSRA/R-50.pkl (md5 from https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/MSRA/R-50.pkl.md5sum"
+            ) in out
+    assert main(["zoo", "show", "faster_rcnn_r50_fpn_1x_coco"]) == 0
+    assert "torchvision://resnet50: https://download.pytorch.org/models/resnet50-0676ba61.pth (sha256 0676ba61..." in (
+        capsys.readouterr().out)

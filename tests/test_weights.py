@@ -390,3 +390,21 @@ def test_every_detectron_row_has_the_detectron_checkpoint_of_its_model_id(capsys
     assert main(["zoo", "show", "faster_rcnn_r50_caffe_fpn_1x_coco"]) == 0
     url = zoo.find("faster_rcnn_r50_caffe_fpn_1x_coco").weights.url
     assert f"  weights:    {url} (md5 from {url}.md5sum, format detectron)\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("by_name", [True, False], ids=["zoo-name", "torchvision-file"])
+def test_train_load_from_a_zoo_name_or_another_toolboxs_file(zoo, tmp_path, synth_data, caplog, by_name):
+    """`detzoo train --load-from` takes a zoo name (fetched, checked, converted) or a file in
+    another toolbox's layout (told from its keys): the run starts from its weights."""
+    source = NAME if by_name else str(zoo["served"])
+    sets = [arg for s in [*data_overrides(synth_data), "schedule.iters=1", "schedule.steps=()", "optim.lr=1e-12"]
+            for arg in ("--set", s)]
+    with caplog.at_level("INFO", logger="detzoo.train"):
+        assert main(["train", NAME, "--work-dir", str(tmp_path / "run"), "--load-from", source, *sets]) == 0
+    assert any(f"tensors from {source}" in r.getMessage() for r in caplog.records)
+    assert any("rows of circle, square, triangle (not among the checkpoint's classes)" in r.getMessage()
+               for r in caplog.records)
+    expected = convert_checkpoint(torch.load(zoo["served"], weights_only=True), "torchvision")["model"]
+    trained = load_checkpoint(tmp_path / "run" / "model_final.pth")["model"]
+    for key in ("backbone.layer4.1.conv2.weight", "neck.output_convs.3.0.weight", "roi_heads.box_head.fcs.1.weight"):
+        torch.testing.assert_close(trained[key], expected[key], rtol=0, atol=1e-6)
