@@ -35,9 +35,10 @@ class ConfigError(UserError, ValueError):
 
 
 def config_root() -> Path:
-    """Directory searched for configs given by bare name: ``$DETZOO_CONFIG_ROOT`` or ``<repo>/configs``."""
+    """Directory searched for configs given by bare name: ``$DETZOO_CONFIG_ROOT`` or the
+    zoo that ships in the package, ``detzoo/configs``."""
     env = os.environ.get("DETZOO_CONFIG_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    return Path(env) if env else Path(__file__).resolve().parent / "configs"
 
 
 def load_config(path_or_name: str | Path) -> dict:
