@@ -104,7 +104,7 @@ EOF
     > "$WORK/pip.log"
 grep -v "already satisfied" "$WORK/pip.log"
 echo "($(grep -c "already satisfied" "$WORK/pip.log") requirements already satisfied from $WORK/deps)"
-"$PY" -m pip --python "$VENV/bin/python" show detzoo
+"$PY" -m pip --python "$VENV/bin/python" show --verbose detzoo
 
 cd "$WORK/run"
 step "$ detzoo --version  (in $PWD)"
