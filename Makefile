@@ -16,8 +16,10 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m detzoo.demo
 
+# the suite, then the package as pip installs it (sdist + wheel, a fresh venv, used from a temp folder)
 test: venv
 	$(PY) -m pytest -q
+	tests/wheel_smoke.sh $(PY)
 
 clean:
 	rm -rf $(VENV) demo_out work_dirs

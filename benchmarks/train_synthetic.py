@@ -126,7 +126,7 @@ def synthetic_config(out: Path, iters: int, train_images: int, val_images: int,
     for split, n, seed in (("train", train_images, 0), ("val", val_images, 1)):
         make_synthetic_coco(out / "synth" / split, num_images=n, seed=seed)
     steps = tuple(sorted({int(iters * 0.75), int(iters * 0.9)} - {0}))
-    cfg = apply_overrides(load_config(ROOT / "configs/demo/faster_rcnn_r18_fpn_synth.py"), [
+    cfg = apply_overrides(load_config(ROOT / "detzoo/configs/demo/faster_rcnn_r18_fpn_synth.py"), [
         *data_overrides(out / "synth"),
         f"schedule={{'iters': {iters}, 'steps': {steps}}}",
         "runtime.eval_interval=0",

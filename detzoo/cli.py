@@ -232,6 +232,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detzoo", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {detzoo.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,10 @@ assignments whose values are literals (str, int, float, bool, None, lists, tuple
 ``{...}`` dicts, unary minus) or ``dict(key=value, ...)`` calls built from the same.
 Lists and tuples are kept as written (a tuple stays a tuple); on merge both are
 replaced whole, like every non-dict value.
+
+A ``_base_`` entry is a path relative to the file, or ``zoo://NAME``: the zoo config that
+``load_config(NAME)`` loads (looked up under ``config_root()``), so a user's own config can
+build on a zoo config wherever detzoo is installed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from detzoo.errors import UserError
 
 _SCALARS = (str, int, float, bool, type(None))
+ZOO_BASE = "zoo://"  # _base_ = "zoo://NAME": the zoo config of that name
 
 
 class ConfigError(UserError, ValueError):
@@ -30,9 +35,10 @@ class ConfigError(UserError, ValueError):
 
 
 def config_root() -> Path:
-    """Directory searched for configs given by bare name: ``$DETZOO_CONFIG_ROOT`` or ``<repo>/configs``."""
+    """Directory searched for configs given by bare name: ``$DETZOO_CONFIG_ROOT`` or the
+    zoo that ships in the package, ``detzoo/configs``."""
     env = os.environ.get("DETZOO_CONFIG_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    return Path(env) if env else Path(__file__).resolve().parent / "configs"
 
 
 def load_config(path_or_name: str | Path) -> dict:
@@ -150,14 +156,24 @@ def _load(path: Path, chain: tuple[Path, ...]) -> dict:
         raise ConfigError(f"{path}: _base_ must be a path string or a list of them, got {bases!r}")
     cfg: dict = {}
     for base in bases:
-        base_path = (path.parent / base).resolve()
-        if not base_path.is_file():
-            raise ConfigError(f"{path}: _base_ file {base!r} not found (looked for {base_path})")
-        cfg = merge(cfg, _load(base_path, (*chain, path)))
+        cfg = merge(cfg, _load(_base_path(path, base), (*chain, path)))
     # a file without bases keeps its _delete_ marks: they apply where it is merged as a
     # base (a fragment in a _base_ list replacing what the bases before it set);
     # load_config's final merge drops any left
     return merge(cfg, own) if bases else own
+
+
+def _base_path(path: Path, base: str) -> Path:
+    """The file a ``_base_`` entry of ``path`` names: ``zoo://NAME`` or a path relative to ``path``."""
+    if base.startswith(ZOO_BASE):
+        try:
+            return _find_by_name(base.removeprefix(ZOO_BASE))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: _base_ {base!r}: {exc}") from exc
+    base_path = (path.parent / base).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: _base_ file {base!r} not found (looked for {base_path})")
+    return base_path
 
 
 def _parse(source: str, filename: str) -> dict:

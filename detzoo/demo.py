@@ -17,7 +17,7 @@ from detzoo.evaluation.coco import format_table
 from detzoo.tools.plot import plot_logs
 from detzoo.visualize import draw_detections
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "faster_rcnn_r18_fpn_synth.py"
+CONFIG = Path(__file__).resolve().parent / "configs" / "demo" / "faster_rcnn_r18_fpn_synth.py"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,11 @@
 """Config -> model validation, and the detzoo command line end to end on synthetic data."""
 
 import json
+import re
 
 import pytest
 
+import detzoo
 from detzoo.cli import main
 from detzoo.config import ConfigError, apply_overrides, load_config
 from detzoo.data.synthetic import data_overrides
@@ -58,6 +60,14 @@ def test_cli_synth_train_test_infer(tmp_path):
     assert main(["infer", TINY, ckpt, *map(str, images), "--out", str(out), "--score-thresh", "0.0", *sets]) == 0
     assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in images)
     assert set(json.loads((out / "predictions.json").read_text())) == set(map(str, images))
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"detzoo {detzoo.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", detzoo.__version__)
 
 
 def test_cli_reports_bad_override_without_traceback(capsys):

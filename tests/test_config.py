@@ -1,15 +1,18 @@
 """Tests for detzoo.config: parsing, _base_ inheritance, overrides, key checks, dump/load."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
 
+import detzoo
 from detzoo.config import (
     ConfigError,
     apply_overrides,
     check_keys,
     check_signature,
+    config_root,
     dump_config,
     load_config,
     merge,
@@ -107,6 +110,39 @@ def test_lookup_by_name_and_suggestion(zoo, monkeypatch):
     with pytest.raises(ConfigError, match="ambiguous") as info:
         load_config("frcnn_r101_fpn_1x_coco")
     assert "frcnn/frcnn_r101" in str(info.value) and "other/frcnn_r101" in str(info.value)
+
+
+def test_a_user_config_bases_a_zoo_config_by_name(zoo, tmp_path, monkeypatch):
+    """``_base_ = "zoo://NAME"`` from a file outside the zoo: the config ``load_config(NAME)``
+    gives, in a list with relative paths too; an unknown name names the file and suggests."""
+    monkeypatch.setenv("DETZOO_CONFIG_ROOT", str(zoo))
+    mine = write(tmp_path / "elsewhere/mine.py", '_base_ = ["zoo://frcnn_r101_fpn_1x_coco", "extra.py"]\n'
+                                                 'model = dict(roi_heads=dict(num_classes=3))\n')
+    write(tmp_path / "elsewhere/extra.py", 'optim = dict(lr=0.01)\n')
+    expected = load_config("frcnn_r101_fpn_1x_coco")
+    expected["model"]["roi_heads"]["num_classes"] = 3
+    expected["optim"]["lr"] = 0.01
+    assert load_config(mine) == expected
+    write(mine, '_base_ = "zoo://frcnn_r10_fpn_1x_coco"\n')
+    message = (rf"^{re.escape(str(mine))}: _base_ 'zoo://frcnn_r10_fpn_1x_coco': no config named "
+               r"'frcnn_r10_fpn_1x_coco' under .*did you mean 'frcnn_r101_fpn_1x_coco'")
+    with pytest.raises(ConfigError, match=message):
+        load_config(mine)
+
+
+def test_the_zoo_ships_in_the_package_and_is_the_default_root(tmp_path, monkeypatch):
+    """Without $DETZOO_CONFIG_ROOT names resolve in the package's own configs/ (what a wheel
+    installs), from any working directory."""
+    monkeypatch.delenv("DETZOO_CONFIG_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert config_root() == Path(detzoo.__file__).resolve().parent / "configs"
+    assert (config_root() / "model-index.yml").is_file()
+    mine = write(tmp_path / "mine.py", '_base_ = "zoo://faster_rcnn_r50_fpn_1x_coco"\n'
+                                       'model = dict(roi_heads=dict(num_classes=3))\n')
+    expected = load_config("faster_rcnn_r50_fpn_1x_coco")
+    assert expected["model"]["roi_heads"]["num_classes"] == 80
+    expected["model"]["roi_heads"]["num_classes"] = 3
+    assert load_config(mine) == expected
 
 
 def test_missing_file_and_missing_base(tmp_path):

@@ -1,4 +1,4 @@
-"""Every config under configs/ (the ``_base_`` pieces aside), one test id each:
+"""Every config under detzoo/configs/ (the ``_base_`` pieces aside), one test id each:
 
 * its file name follows REFERENCE.md's scheme
   ``{model}_{backbone}[_caffe]_{neck}[_{norm}][_{extras}]_{schedule}_{dataset}`` and agrees
@@ -23,9 +23,9 @@ from detzoo.detectors.build import build_model
 from detzoo.engine.schedule import resolve_schedule
 from detzoo.structures import Instances
 
-CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "detzoo" / "configs"
 CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*.py") if "_base_" not in p.relative_to(CONFIG_ROOT).parts)
-# configs/demo/ holds runnable examples, not zoo models: they build and train here but
+# detzoo/configs/demo/ holds runnable examples, not zoo models: they build and train here but
 # are exempt from the zoo's naming scheme.
 ZOO = [p for p in CONFIGS if p.parent.name != "demo"]
 
@@ -63,7 +63,7 @@ REFERENCE_EXAMPLES = [
     "mask_rcnn_x50_32x4d_fpn_gn_ws-all_20_23_24e_coco",
     "mask_rcnn_r50_fpn_gn-all_2x_coco",
 ]
-# the directory of each model kind (configs/README.md)
+# the directory of each model kind (detzoo/configs/README.md)
 FAMILY_DIR = {
     "rpn": "rpn",
     "fast_rcnn": "fast_rcnn",
@@ -90,7 +90,7 @@ def test_naming_scheme_rejects_malformed_names(name):
 
 
 def test_config_names_are_unique():
-    """``load_config(<bare name>)`` searches all of configs/, the ``_base_`` pieces included."""
+    """``load_config(<bare name>)`` searches all of detzoo/configs/, the ``_base_`` pieces included."""
     stems = [p.stem for p in CONFIG_ROOT.rglob("*.py")]
     assert len(stems) == len(set(stems)), sorted(s for s in set(stems) if stems.count(s) > 1)
 

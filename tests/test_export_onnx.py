@@ -40,7 +40,7 @@ FAMILIES = {
     "keypoint": ("tests/configs/tiny_keypoint_rcnn.py", []),
     "retinanet_fpn": ("benchmarks/configs/retinanet_r18_fpn_synth.py", NARROW),
     "retinanet_nasfpn": ("benchmarks/configs/retinanet_r18_nasfpn_synth.py", NARROW),
-    "retinanet_fpg": ("configs/retinanet/retinanet_r50_fpg_crop640_50e_coco.py", NARROW),
+    "retinanet_fpg": ("detzoo/configs/retinanet/retinanet_r50_fpg_crop640_50e_coco.py", NARROW),
 }
 # a checkpoint's recorded conventions reach the ONNX side too (here: mmdetection's resize)
 CONVENTIONS = {"faster": {"data.resize": "mmdet"}}

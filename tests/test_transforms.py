@@ -20,7 +20,7 @@ from mmdet_reference import import_mmdet
 TESTS = Path(__file__).parent
 COCO_DIR = TESTS / "data" / "coco"
 IMAGES = sorted((COCO_DIR / "images").glob("*.jpg"))
-CROP640 = TESTS.parent / "configs" / "_base_" / "datasets" / "coco_detection_crop640.py"
+CROP640 = TESTS.parent / "detzoo" / "configs" / "_base_" / "datasets" / "coco_detection_crop640.py"
 PIXELS = PixelFormat(channel_order="BGR", scale=1.0, mean=(103.53, 116.28, 123.675), std=(57.375, 57.12, 58.395))
 
 
@@ -133,7 +133,7 @@ def test_crop640_pipeline_on_real_images():
 
 
 def test_default_pipeline_normalises_before_resizing():
-    data = load_config(TESTS.parent / "configs" / "_base_" / "datasets" / "coco_detection.py")["data"]
+    data = load_config(TESTS.parent / "detzoo" / "configs" / "_base_" / "datasets" / "coco_detection.py")["data"]
     train = build_transform(data, PIXELS, train=True)
     assert [type(s) for s in train.steps] == [Normalize, Resize, RandomFlip]
     assert train.steps[1] == Resize(scales=(800,), max_size=1333)

@@ -1,7 +1,7 @@
-"""The model zoo's metafiles (configs/model-index.yml), their validation, ``detzoo zoo
+"""The model zoo's metafiles (detzoo/configs/model-index.yml), their validation, ``detzoo zoo
 list/show/table/record`` and the generated docs/model_zoo.md.
 
-* every config under configs/ (the ``_base_`` pieces aside) is one model of exactly one
+* every config under detzoo/configs/ (the ``_base_`` pieces aside) is one model of exactly one
   metafile, and one row of the generated tables;
 * the committed docs/model_zoo.md is a fresh generation, and the metafiles are in the form
   ``zoo record`` rewrites them in;
@@ -34,7 +34,7 @@ from detzoo.zoo.metafile import ZooError, dump_metafile, find_model, load_zoo
 from detzoo.zoo.tables import render_markdown
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_ROOT = REPO / "configs"
+CONFIG_ROOT = REPO / "detzoo" / "configs"
 CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*.py") if "_base_" not in p.relative_to(CONFIG_ROOT).parts)
 DOCS = REPO / "docs" / "model_zoo.md"
 
@@ -57,7 +57,7 @@ def test_every_config_is_one_model_of_exactly_one_metafile(zoo):
 def test_committed_model_zoo_md_is_a_fresh_generation_with_a_row_per_config(zoo):
     fresh = render_markdown(zoo, DOCS.parent)
     assert DOCS.read_text() == fresh, "docs/model_zoo.md is stale: run `detzoo zoo table --out docs/model_zoo.md`"
-    rows = [line for line in fresh.splitlines() if line.startswith("| ") and "](../configs/" in line]
+    rows = [line for line in fresh.splitlines() if line.startswith("| ") and "](../detzoo/configs/" in line]
     assert sorted(line.split("[", 1)[1].split("]", 1)[0] for line in rows) == sorted(p.stem for p in CONFIGS)
     assert render_markdown(zoo, DOCS.parent) == fresh  # deterministic
 
@@ -244,9 +244,9 @@ def test_zoo_list_show_and_table(tmp_path, capsys):
 
 
 RUN = {
-    "config": "configs/retinanet/retinanet_r50_fpn_1x_coco.py",
+    "config": "detzoo/configs/retinanet/retinanet_r50_fpn_1x_coco.py",
     "checkpoint": None,
-    "command": "detzoo benchmark configs/retinanet/retinanet_r50_fpn_1x_coco.py --json run.json",
+    "command": "detzoo benchmark detzoo/configs/retinanet/retinanet_r50_fpn_1x_coco.py --json run.json",
     "date": "2026-11-22",
     "environment": {"device": "cpu", "device_type": "cpu", "processor": "x86_64", "threads": 2, "torch": "2.14.1",
                     "torchvision": "0.29.1", "detzoo": "0.1.0", "python": "3.11.7"},

@@ -1,7 +1,7 @@
 """The demo's R-18-FPN as Fast R-CNN on the proposals of rpn_r18_fpn_synth (files set by
 benchmarks/families_synthetic.py)."""
 
-_base_ = "../../configs/demo/faster_rcnn_r18_fpn_synth.py"
+_base_ = "zoo://faster_rcnn_r18_fpn_synth"
 model = dict(dense_head=None)
 data = dict(
     train=dict(proposals_file="set_by_the_benchmark.npz"),

@@ -2,7 +2,7 @@
 res5 box head. 16 RoIs per image instead of 64: res5 on every RoI costs ~10x the FPN box
 head on the CPU (4.7 s/iter at 64)."""
 
-_base_ = "../../configs/demo/faster_rcnn_r18_fpn_synth.py"
+_base_ = "zoo://faster_rcnn_r18_fpn_synth"
 model = dict(
     backbone=dict(out_features=["c4"]),
     neck=None,

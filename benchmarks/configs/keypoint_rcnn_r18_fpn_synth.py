@@ -1,7 +1,7 @@
 """The demo's R-18-FPN for one class (person) with a keypoint branch (eight 3x3 convs of
 128 channels, 17 keypoints), trained on person-only stick figures."""
 
-_base_ = "../../configs/demo/faster_rcnn_r18_fpn_synth.py"
+_base_ = "zoo://faster_rcnn_r18_fpn_synth"
 model = dict(
     roi_heads=dict(
         num_classes=1,

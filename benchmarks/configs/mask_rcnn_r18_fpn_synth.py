@@ -1,6 +1,6 @@
 """The demo's R-18-FPN with a mask branch (four 3x3 convs of 128 channels)."""
 
-_base_ = "../../configs/demo/faster_rcnn_r18_fpn_synth.py"
+_base_ = "zoo://faster_rcnn_r18_fpn_synth"
 model = dict(
     roi_heads=dict(
         mask=dict(

@@ -1,4 +1,4 @@
-"""RetinaNet R-18-FPN (the structure of configs/retinanet/retinanet_r50_fpn_1x_coco.py:
+"""RetinaNet R-18-FPN (the structure of detzoo/configs/retinanet/retinanet_r50_fpn_1x_coco.py:
 P3-P5 from C3-C5, P6 / P7 by stride-2 convs on C5, 9 anchors per location, two 4-conv
 towers, focal loss) on the synthetic shapes, with the demo's changes: R-18 with BN with
 gradients and no frozen stages, anchors halved (16-256 px times 2^(0, 1/3, 2/3)),
@@ -15,8 +15,8 @@ learns: box AP 24.7 / AP50 40.0 after 2000 iterations with gradients clipped at 
 clipping a 3000-iteration run diverged at iteration 171)."""
 
 _base_ = [
-    "../../configs/retinanet/retinanet_r50_fpn_1x_coco.py",
-    "../../configs/_base_/synth_shapes_cpu.py",
+    "zoo://retinanet_r50_fpn_1x_coco",
+    "zoo://synth_shapes_cpu",
 ]
 model = dict(
     backbone=dict(depth=18, norm="BN", frozen_stages=0, init=None),

@@ -1,5 +1,5 @@
 """RetinaNet R-18-NASFPN on the synthetic shapes: retinanet_r18_fpn_synth.py with the
-changes of configs/retinanet/retinanet_r50_nasfpn_crop640_50e_coco.py: NAS-FPN of 7 stages
+changes of detzoo/configs/retinanet/retinanet_r50_nasfpn_crop640_50e_coco.py: NAS-FPN of 7 stages
 over C3-C5 (128 channels) with BN in the neck and per level in the head, negatives below
 IoU 0.5, batch padded to /128; the crop recipe at 128 px (mmdetection resize to 128 x
 0.8-1.2, random 128 x 128 crop, pad to 128 x 128), no weight decay on norms, warmup from

@@ -10,7 +10,7 @@ as detectron2's ``DatasetMapperTTA`` does. Then, as detectron2's ``GeneralizedRC
    back to the original image (un-mirrored, then scaled as the plain test's
    post-processing scales them), pooled, and merged by class-wise NMS at the model's own
    test IoU threshold (``model.nms_thresh``: TTA with one augmentation then changes
-   nothing; every R-CNN and RetinaNet config in configs/ tests at 0.5, Detectron's
+   nothing; every R-CNN and RetinaNet config in detzoo/configs/ tests at 0.5, Detectron's
    TEST.NMS of the X-152 row), keeping the model's ``detections_per_image``. Optionally
    box voting (Detectron's ``box_voting``, scoring method "ID": each kept box becomes the
    score-weighted mean of the pooled boxes of its class overlapping it by IoU >=

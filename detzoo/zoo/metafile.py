@@ -1,4 +1,4 @@
-"""The model zoo's metadata: ``configs/model-index.yml`` and the ``metafile.yml`` files it imports.
+"""The model zoo's metadata: ``detzoo/configs/model-index.yml`` and the ``metafile.yml`` files it imports.
 
 The layout is mmdetection's (``Collections`` with paper and training metadata, ``Models``
 with name, collection, config, metadata and weights), with one change that the zoo needs:
@@ -40,7 +40,7 @@ METRICS = ("box AP", "mask AP", "kp AP", "AR@1000")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _S_PER_IMAGE = re.compile(r"\d+(\.\d+)?( \+ \d+(\.\d+)?)?")  # Detectron's "X + Y" or one number
 HEADER = (
-    "# detzoo model-zoo metafile (layout: configs/README.md, \"Metafiles\"). Kept in the form that\n"
+    "# detzoo model-zoo metafile (layout: detzoo/configs/README.md, \"Metafiles\"). Kept in the form that\n"
     "# detzoo.zoo.metafile.dump_metafile writes, as `detzoo zoo record` rewrites it (tests/test_zoo.py).\n"
 )
 

@@ -53,7 +53,7 @@ PIXELS: dict[str, object] = {
     "model.pixel_mean": [0.485, 0.456, 0.406],
     "model.pixel_std": [0.229, 0.224, 0.225],
 }
-# Where torchvision's Faster R-CNN differs from configs/_base_/models/faster_rcnn_r50_fpn.py.
+# Where torchvision's Faster R-CNN differs from detzoo/configs/_base_/models/faster_rcnn_r50_fpn.py.
 CONVENTIONS: dict[str, object] = {
     **PIXELS,
     "model.dense_head.anchor_generator.round_base": True,
@@ -66,7 +66,7 @@ CONVENTIONS: dict[str, object] = {
     "model.roi_heads.min_size": 1e-2,
     "model.roi_heads.smooth_l1_beta": 1.0 / 9,
 }
-# Where torchvision's RetinaNet differs from configs/_base_/models/retinanet_r50_fpn.py:
+# Where torchvision's RetinaNet differs from detzoo/configs/_base_/models/retinanet_r50_fpn.py:
 # P6 from P5, integer anchor sizes int(s * 2 ** (i / 3)), rounded and grid-derived anchors,
 # 300 detections per image.
 RETINANET_CONVENTIONS: dict[str, object] = {

@@ -1,0 +1,26 @@
+"""Fast R-CNN, X-101-64x4d (FB Torch7 weights, caffe pixels), FPN, 1x, 1 image per GPU.
+
+Seed row:
+- Detectron Fast & Mask R-CNN Baselines Using Precomputed RPN Proposals, X-101-64x4d-FPN Fast
+  1x, im/gpu 1 (model id 36226250): box AP 40.4.
+
+Proposals: rpn_x101_64x4d_fpn_1x_{train,val}2017.npz in data/coco/proposals/, made by
+rpn_x101_64x4d_fpn_1x_coco (Detectron pairs each row with the RPN row of the same backbone).
+
+Differs from the Detectron row in the details listed once in detzoo/configs/README.md,
+"Detectron rows" (detectron2-style RoIAlign, losses and anchors)."""
+
+_base_ = [
+    "../_base_/models/faster_rcnn_r50_fpn.py",
+    "../_base_/models/precomputed_proposals.py",
+    "../_base_/models/caffe_pixels.py",
+    "../_base_/datasets/coco_detection.py",
+    "../_base_/schedules/schedule_1x.py",
+    "../_base_/default_runtime.py",
+]
+model = dict(backbone=dict(depth=101, groups=64, width_per_group=4, init="detectron://FBResNeXt/X-101-64x4d.pkl"))
+data = dict(
+    train=dict(proposals_file="data/coco/proposals/rpn_x101_64x4d_fpn_1x_train2017.npz"),
+    val=dict(proposals_file="data/coco/proposals/rpn_x101_64x4d_fpn_1x_val2017.npz"),
+    images_per_gpu=1,
+)

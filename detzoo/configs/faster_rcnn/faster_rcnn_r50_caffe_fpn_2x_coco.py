@@ -1,0 +1,13 @@
+"""Faster R-CNN, caffe-style R-50 (MSRA weights), FPN, 2x.
+
+Seed row:
+- Detectron End-to-End Faster & Mask R-CNN Baselines, R-50-FPN Faster 2x, im/gpu 2 (model id
+  35857389): box AP 37.9.
+
+Differs from the Detectron row in the details listed once in detzoo/configs/README.md,
+"Detectron rows" (detectron2-style RoIAlign, losses and anchors)."""
+
+_base_ = [
+    "./faster_rcnn_r50_caffe_fpn_1x_coco.py",
+    "../_base_/schedules/schedule_2x.py",
+]

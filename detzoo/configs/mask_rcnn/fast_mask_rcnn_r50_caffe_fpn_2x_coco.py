@@ -1,0 +1,16 @@
+"""Fast R-CNN with masks (Mask R-CNN from proposals), caffe-style R-50 (MSRA weights), FPN, 2x.
+
+Seed row:
+- Detectron Fast & Mask R-CNN Baselines Using Precomputed RPN Proposals, R-50-FPN Mask 2x,
+  im/gpu 2 (model id 36225732): box AP 37.7, mask AP 34.0.
+
+Proposals: rpn_r50_caffe_fpn_1x_{train,val}2017.npz in data/coco/proposals/, made by
+rpn_r50_caffe_fpn_1x_coco (Detectron pairs each row with the RPN row of the same backbone).
+
+Differs from the Detectron row in the details listed once in detzoo/configs/README.md,
+"Detectron rows" (detectron2-style RoIAlign, losses and anchors)."""
+
+_base_ = [
+    "./fast_mask_rcnn_r50_caffe_fpn_1x_coco.py",
+    "../_base_/schedules/schedule_2x.py",
+]

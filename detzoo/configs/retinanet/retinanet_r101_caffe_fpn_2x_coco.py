@@ -1,0 +1,15 @@
+"""RetinaNet, R-101 (caffe style, MSRA weights), FPN, 2x.
+
+Seed row:
+- Detectron RetinaNet Baselines, R-101-FPN RetinaNet 2x, im/gpu 2 (model id 36768840): box AP 37.8.
+
+Differs from the Detectron row in the details listed once in detzoo/configs/README.md,
+"Detectron rows" (detectron2-style anchors and losses)."""
+
+_base_ = [
+    "./retinanet_r50_fpn_1x_coco.py",
+    "../_base_/models/resnet_caffe.py",
+    "../_base_/schedules/schedule_2x.py",
+]
+model = dict(backbone=dict(depth=101, init="detectron://MSRA/R-101.pkl"))
+optim = dict(lr=0.01)
