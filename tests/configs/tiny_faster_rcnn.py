@@ -1,7 +1,7 @@
 """A narrow Faster R-CNN (ResNet-18 structure at 1/8 width, 32-channel FPN) on 64-pixel
 synthetic images, for fast CPU tests. Data paths are set by the tests."""
 
-_base_ = "zoo://faster_rcnn_r18_fpn_synth"
+_base_ = "../../detzoo/configs/demo/faster_rcnn_r18_fpn_synth.py"  # a path: some tests point the zoo elsewhere
 model = dict(
     backbone=dict(stem_width=8),
     neck=dict(out_channels=32),
