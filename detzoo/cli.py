@@ -7,14 +7,12 @@ import json
 import logging
 import shlex
 import sys
-import traceback
 from pathlib import Path
 
 from tqdm import tqdm
 
-import detzoo
 from detzoo.config import apply_overrides, load_config
-from detzoo.errors import UserError
+from detzoo.errors import InputError, MissingFileError, UserError
 from detzoo.zoo.converters import CONVERTERS
 
 
@@ -69,12 +67,12 @@ def cmd_infer(args: argparse.Namespace) -> None:
 
     missing = [path for path in args.images if not Path(path).is_file()]
     if missing:  # before the model is loaded
-        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+        raise MissingFileError(f"image file(s) not found: {', '.join(missing)}")
     if args.backend == "onnxruntime":
         from detzoo.export.onnx import load_onnx_detector
 
         if args.device != "cpu":
-            raise ValueError(f"--backend onnxruntime runs on the CPU, not --device {args.device}")
+            raise InputError(f"--backend onnxruntime runs on the CPU, not --device {args.device}")
         detector = load_onnx_detector(args.config, args.checkpoint, overrides=args.set)
     else:
         detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
@@ -362,25 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"  # torch's text for a DataLoader worker's error
 
 
-def _raised_by_detzoo(error: BaseException) -> bool:
-    """Whether the innermost frame of ``error``'s traceback is in the detzoo package."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(Path(detzoo.__file__).parent)
-
-
 def user_error_message(error: BaseException) -> str | None:
     """The one line a command shows for ``error`` when bad input caused it, else None (a
-    bug, whose traceback is shown). Bad input is: a ``UserError`` (``ConfigError``,
-    ``CheckpointError``, ``DataError``, ``NonFiniteLossError``); a ``FileNotFoundError``
-    or another ``OSError`` naming a file (permissions, a directory for a file); and a
-    ``ValueError`` raised by detzoo's own input checks (the innermost frame in detzoo;
-    many checks predate ``UserError``). A ``ValueError`` from inside torch, numpy, Pillow
-    or pycocotools is a bug, or input detzoo should have checked: it keeps its traceback.
-    An error in a DataLoader worker, which torch re-raises with the worker's traceback in
-    its message, is shown as the worker's own message."""
-    if not (isinstance(error, (UserError, FileNotFoundError))
-            or isinstance(error, OSError) and error.filename is not None
-            or isinstance(error, ValueError) and _raised_by_detzoo(error)):
+    bug, whose traceback is shown). Bad input is a ``UserError``, raised by the check that
+    found it (``detzoo.errors``), or an ``OSError`` in which the operating system names a
+    file (permissions, a folder where a file should be). An error in a DataLoader worker,
+    which torch re-raises with the worker's traceback in its message, is shown as the
+    worker's own message."""
+    if not (isinstance(error, UserError) or isinstance(error, OSError) and error.filename is not None):
         return None
     text = str(error)
     _, worker, worker_traceback = text.partition(_WORKER_TRACEBACK)

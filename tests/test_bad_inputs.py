@@ -8,6 +8,7 @@ and clipped boxes, unknown category) are exercised here through the command line
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import pickle
 import re
 import shlex
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +29,12 @@ from pycocotools.coco import COCO
 
 import detzoo
 from detzoo.cli import main
-from detzoo.data.coco import DataError, read_rgb
+from detzoo.data.coco import read_rgb
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
 from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detzoo.engine.schedule import WarmupMultiStepLR
+from detzoo.errors import DataError
 from detzoo.evaluation.coco import evaluate_coco
 from tests.conftest import TESTS, tiny_config
 
@@ -534,3 +537,55 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
     with pytest.raises(ValueError, match="cannot reshape"):
         main(["verify", "x"])
     assert isinstance(DataError("x"), ValueError)  # DataError is still a ValueError for callers that catch one
+
+
+# ---------------------------------------------------------------- issue 17: files, disk, proposals
+
+
+class FullDisk(io.FileIO):
+    """A file on a device with ``room`` bytes left: writing more raises ENOSPC, as the OS does."""
+
+    room = 2000
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_disk_full_while_saving_keeps_the_last_good_checkpoint(synth_data, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    saves = []
+
+    def open_on_a_filling_disk(file, mode="r", *args, **kwargs):  # the second checkpoint finds the disk full
+        saves.append(file)
+        return FullDisk(file, mode.replace("b", "")) if len(saves) == 2 else open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("detzoo.engine.checkpoint.open", open_on_a_filling_disk, raising=False)
+    fails(capsys, "train", TINY, "--work-dir", work,
+          *sets(*data_overrides(synth_data), "schedule={'iters': 6, 'steps': (4,)}", "runtime.checkpoint_interval=3"),
+          culprit=work / "checkpoint.pth", match=r"no space left on the device to write .*checkpoint.pth: .* is left as "
+                                                 r"it was")
+    assert load_checkpoint(work / "checkpoint.pth")["iteration"] == 3  # the good one
+    assert sorted(p.name for p in work.iterdir()) == ["checkpoint.pth", "config.py", "log.jsonl"]  # no temp file
+
+
+def test_proposals_member_that_is_not_a_numpy_array(synth_data, tmp_path, capsys):
+    bad = tmp_path / "proposals.npz"
+    with zipfile.ZipFile(bad, "w") as archive:
+        for key, array in (("image_ids", np.arange(8)), ("counts", np.zeros(8, np.int64)),
+                           ("scores", np.zeros(0, np.float32))):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+        archive.writestr("boxes", b"not an array")
+    fast = str(TESTS / "configs" / "tiny_fast_rcnn.py")
+    ckpt = tmp_path / "fast.pth"
+    save_checkpoint(ckpt, {"model": build_model(tiny_config(synth_data, name="tiny_fast_rcnn")["model"]).state_dict()})
+    results = tmp_path / "results.json"
+    results.write_text("[]")
+    before = digests(results, ckpt)
+    fails(capsys, "test", fast, ckpt, "--out", results,
+          *sets(*data_overrides(synth_data), f"data.val.proposals_file={bad}"), culprit=bad,
+          match=r"member\(s\) \['boxes'\] are not numpy arrays")
+    assert digests(results, ckpt) == before

@@ -6,7 +6,7 @@ decodes masks and applies the transforms. What each kind of bad input does (an e
 clip, or a skip with a logged count) is listed in one place, ``docs/data_rules.md``; in
 short:
 
-- errors (``DataError`` or ``FileNotFoundError``, naming the file and the image /
+- errors (``DataError`` or ``MissingFileError``, naming the file and the image /
   annotation id): invalid JSON; an image, annotation or category without its required
   keys or with a non-integer id; an id given twice; no images; an annotation naming an
   unknown image or category; a bbox that is not four finite numbers; malformed polygons,
@@ -44,7 +44,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 
 from detzoo.data.transforms import Transform
-from detzoo.errors import UserError
+from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.proposals import load_proposals, proposals_for
 from detzoo.structures import Instances, Size
 
@@ -53,11 +53,6 @@ logger = logging.getLogger("detzoo.data")
 _SHOWN_IDS = 5  # how many offending ids / files an error or warning lists
 _EXIF_ORIENTATION = 0x0112
 _EXIF_TRANSPOSED = (5, 6, 7, 8)  # orientations that turn the image by 90 degrees when displayed
-
-
-class DataError(UserError, ValueError):
-    """An annotation file, one of its entries, an image file or a proposals file is
-    invalid; the message names the file and the image / annotation id."""
 
 
 @dataclass
@@ -153,7 +148,7 @@ def load_coco(ann_file: str | Path) -> COCO:
     silently keep the last). Errors name the file and the entry."""
     path = Path(ann_file)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingFileError(f"annotation file not found: {path}")
     try:
         data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -214,7 +209,7 @@ def rgb_array(image: Image.Image, *, source: str | Path) -> np.ndarray:
 def _decode(path: Path) -> tuple[np.ndarray, int]:
     """``rgb_array`` of an image file and its EXIF orientation tag (1 if none)."""
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+        raise MissingFileError(f"image file not found: {path}")
     try:
         with warnings.catch_warnings():
             # over MAX_IMAGE_PIXELS Pillow warns without naming the file; it is logged below
@@ -235,7 +230,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB pixels of an image file by ``rgb_array``'s rules; a missing file
-    is a ``FileNotFoundError``, an undecodable one (or one over twice Pillow's
+    is a ``MissingFileError``, an undecodable one (or one over twice Pillow's
     decompression-bomb limit) a ``DataError``, both naming it."""
     return _decode(Path(path))[0]
 
@@ -313,7 +308,7 @@ class CocoDataset(torch.utils.data.Dataset):
                             "(filter_empty drops images without one)")
         missing = [r.file_name for r in records if not (self.img_dir / r.file_name).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{self.ann_file}: {len(missing)} image file(s) missing under {self.img_dir}: "
                 + _some(missing)
             )

@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detzoo.errors import InputError
+
 SHAPES = ("circle", "square", "triangle")
 PERSON_KEYPOINTS = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -135,7 +137,7 @@ def make_synthetic_coco(
     rng = np.random.default_rng(seed)
     unknown = [c for c in categories if c not in (*SHAPES, "person")]
     if unknown or not categories:
-        raise ValueError(f"unknown synthetic categories {unknown}; valid: {', '.join((*SHAPES, 'person'))}")
+        raise InputError(f"unknown synthetic categories {unknown}; valid: {', '.join((*SHAPES, 'person'))}")
     person = {"keypoints": list(PERSON_KEYPOINTS), "skeleton": [list(pair) for pair in PERSON_SKELETON]}
     category_list = [
         {"id": i + 1, "name": name, "supercategory": name if name == "person" else "shape",

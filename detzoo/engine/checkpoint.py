@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import errno
 import hashlib
 import os
 import pickle
@@ -43,7 +44,7 @@ from urllib.request import urlopen
 import numpy as np
 import torch
 
-from detzoo.errors import UserError
+from detzoo.errors import DiskFullError, InputError, MissingFileError, UserError
 
 _HASH_IN_NAME = re.compile(r".+-([0-9a-f]{8})\.pth")
 _URL_SCHEMES = ("http", "https", "file")
@@ -59,6 +60,8 @@ def atomic_write(path: str | Path, *, text: bool = False) -> Iterator[IO]:
     rename it onto ``path``.
 
     On error the temp file is removed and ``path`` is left untouched. Parent dirs are created.
+    A full device (or disk quota) is a ``DiskFullError`` naming ``path``, whatever the
+    writer made of the operating system's error (torch.save turns it into a RuntimeError).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,8 +72,24 @@ def atomic_write(path: str | Path, *, text: bool = False) -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        kept = "is left as it was" if path.exists() else "was not written"
+        raise DiskFullError(f"no space left on the device to write {path}: {path} {kept}; free some space "
+                            "and run the command again") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from or while handling, is the operating
+    system's "no space left" or "disk quota exceeded"."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -84,7 +103,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     ``torch.load(weights_only=True)``; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file not found: {path}")
     if path.suffix == ".pkl":
         state = load_pickle(path)
     else:
@@ -203,7 +222,7 @@ def load_pickle(path: str | Path) -> Any:
     an unreadable one."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file not found: {path}")
     with open(path, "rb") as f:
         try:
             return _RestrictedUnpickler(f, path).load()
@@ -286,12 +305,12 @@ def verify_file(path: str | Path, *, sha256: str | None = None) -> str:
     is a ``CheckpointError``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
+        raise MissingFileError(f"file not found: {path}")
     expected = sha256 or hash_in_name(path.name)
     if expected is None:
-        raise ValueError(f"{path}: the name does not end with -<sha256[:8]>.pth; give the expected sha256")
+        raise InputError(f"{path}: the name does not end with -<sha256[:8]>.pth; give the expected sha256")
     if not re.fullmatch(r"[0-9a-fA-F]{8,64}", expected):
-        raise ValueError(f"expected sha256 {expected!r} is not 8 to 64 hex digits")
+        raise InputError(f"expected sha256 {expected!r} is not 8 to 64 hex digits")
     return _check_hash(path, expected, remove_on_mismatch=False)
 
 
@@ -346,18 +365,18 @@ def fetch_checkpoint(
     if "://" not in url_or_path:
         path = Path(url_or_path)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
+            raise MissingFileError(f"checkpoint file not found: {path}")
         if sha256:
             _check_hash(path, sha256, remove_on_mismatch=False)
         return path
     url = urlparse(url_or_path)
     if url.scheme not in _URL_SCHEMES:
-        raise ValueError(
+        raise InputError(
             f"unsupported URL scheme {url.scheme!r} in {url_or_path}; valid: {', '.join(_URL_SCHEMES)}"
         )
     name = unquote(Path(url.path).name)
     if not name:
-        raise ValueError(f"checkpoint URL {url_or_path} does not end with a file name")
+        raise InputError(f"checkpoint URL {url_or_path} does not end with a file name")
     path = Path(cache_dir) / f"{cache_prefix}{name}"
     md5_path = path.with_name(f"{path.name}.md5sum")
     _download(url_or_path, path, f", and {md5_url} at {md5_path}" if md5_url else "")
@@ -376,7 +395,7 @@ def publish_checkpoint(
     """Keep only ``keep_keys`` of checkpoint ``src`` (drop optimizer/scheduler state) and
     write it as ``out_dir/<name>-<sha256[:8]>.pth``, the hash being that of the written file."""
     if not name or Path(name).name != name or name.endswith(".pth"):
-        raise ValueError(f"publish name must be a bare file stem without '.pth', got {name!r}")
+        raise InputError(f"publish name must be a bare file stem without '.pth', got {name!r}")
     state = load_checkpoint(src)
     missing = [k for k in keep_keys if k not in state]
     if missing:

@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from detzoo.config import ConfigError
+
 # A spec counts either epochs, or iterations (at ``batch_size`` images per iteration when
 # given, scaled to the actual batch size; as is otherwise). Steps use the same unit.
 SCHEDULES: dict[str, dict] = {
@@ -32,11 +34,11 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.max_iters <= 0:
-            raise ValueError(f"Schedule.max_iters must be positive, got {self.max_iters}")
+            raise ConfigError(f"schedule: max_iters must be positive, got {self.max_iters}")
         increasing = list(self.steps) == sorted(set(self.steps))
         if not increasing or any(not 0 < s < self.max_iters for s in self.steps):
-            raise ValueError(
-                f"Schedule.steps must be increasing and inside (0, max_iters={self.max_iters}), "
+            raise ConfigError(
+                f"schedule: steps must be increasing and inside (0, max_iters={self.max_iters}), "
                 f"got {self.steps}"
             )
 
@@ -45,23 +47,23 @@ def resolve_schedule(name_or_spec: str | Mapping, *, iters_per_epoch: int, batch
     """Turn a schedule name from ``SCHEDULES`` or a spec dict ``{"epochs": E, "steps": (a, b)}``
     / ``{"iters": N, "steps": (a, b)[, "batch_size": B]}`` into iterations."""
     if iters_per_epoch <= 0 or batch_size <= 0:
-        raise ValueError(
-            f"iters_per_epoch and batch_size must be positive, got {iters_per_epoch} and {batch_size}"
+        raise ConfigError(
+            f"schedule: iters_per_epoch and batch_size must be positive, got {iters_per_epoch} and {batch_size}"
         )
     if isinstance(name_or_spec, str):
         if name_or_spec not in SCHEDULES:
-            raise ValueError(f"unknown schedule {name_or_spec!r}; valid names: {', '.join(SCHEDULES)}")
+            raise ConfigError(f"unknown schedule {name_or_spec!r}; valid names: {', '.join(SCHEDULES)}")
         spec = SCHEDULES[name_or_spec]
     else:
         spec = name_or_spec
     unknown = sorted(set(spec) - _SPEC_KEYS)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"schedule spec {dict(spec)} has unknown keys {unknown}; valid keys: {sorted(_SPEC_KEYS)}"
         )
     one_unit = ("epochs" in spec) != ("iters" in spec)
     if not one_unit or "steps" not in spec or ("batch_size" in spec and "epochs" in spec):
-        raise ValueError(
+        raise ConfigError(
             f"schedule spec {dict(spec)} needs 'steps' and exactly one of 'epochs' or 'iters' "
             "('batch_size' goes with 'iters' only)"
         )
@@ -77,7 +79,7 @@ def resolve_schedule(name_or_spec: str | Mapping, *, iters_per_epoch: int, batch
 def scale_lr(base_lr: float, *, base_batch_size: int, batch_size: int) -> float:
     """Linear scaling rule (Goyal et al. 2017): lr proportional to the total batch size."""
     if base_batch_size <= 0 or batch_size <= 0:
-        raise ValueError(f"batch sizes must be positive, got base {base_batch_size}, actual {batch_size}")
+        raise ConfigError(f"batch sizes must be positive, got base (optim.base_batch_size) {base_batch_size}, actual {batch_size}")
     return base_lr * batch_size / base_batch_size
 
 

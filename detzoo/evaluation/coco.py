@@ -18,6 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params
 
 from detzoo.engine.checkpoint import atomic_write
+from detzoo.errors import DataError
 from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
 from detzoo.structures import Instances
 
@@ -90,7 +91,7 @@ def _check_ids(coco_gt: COCO, results: list[dict], img_ids: Sequence[int] | None
     ):
         unknown = sorted(given - known)
         if unknown:
-            raise ValueError(
+            raise DataError(
                 f"{key} values {unknown[:10]} are not in the ground truth "
                 f"({len(known)} known, e.g. {sorted(known)[:10]})"
             )
@@ -108,13 +109,13 @@ def prepare_results(
     field = _RESULT_FIELD[iou_type]
     missing = sum(field not in r for r in results)
     if missing:
-        raise ValueError(f"iou_type {iou_type!r} needs {field!r} in every result; {missing} results lack it")
+        raise DataError(f"iou_type {iou_type!r} needs {field!r} in every result; {missing} results lack it")
     _check_ids(coco_gt, results, img_ids)
     if iou_type == "keypoints":
         expected = 3 * len(Params(iouType="keypoints").kpt_oks_sigmas)
         wrong = sorted({len(r["keypoints"]) for r in results} - {expected})
         if wrong:
-            raise ValueError(f"keypoint results have {wrong} values each; COCO's OKS sigmas need {expected}")
+            raise DataError(f"keypoint results have {wrong} values each; COCO's OKS sigmas need {expected}")
     if iou_type == "segm":
         return [{key: value for key, value in r.items() if key != "bbox"} for r in results]
     return results

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from detzoo.data.build import build_dataset, model_targets
 from detzoo.detectors.build import build_model
+from detzoo.errors import InputError
 from detzoo.structures import ImageBatch, PixelFormat
 from detzoo.visualize import draw_detections
 
@@ -39,7 +40,7 @@ def browse(cfg: Mapping[str, Any], *, out: str | Path, split: str = "train", num
     """Draw the first ``num`` images of ``data.<split>`` after the training transforms
     into ``out`` as ``<file stem>.png``; returns the files written."""
     if num < 1:
-        raise ValueError(f"--num must be at least 1, got {num}")
+        raise InputError(f"--num must be at least 1, got {num}")
     model = build_model(cfg["model"])
     dataset = build_dataset(
         cfg["data"],
