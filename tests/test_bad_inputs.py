@@ -437,12 +437,39 @@ def test_convert_writes_nothing_when_its_check_fails(source, match, trained, tmp
     ("optim.lrr=0.1", r"unknown key 'optim.lrr'; did you mean 'lr'"),
     ("optim.lr=abc", r"'abc' is not a valid value for optim.lr, which holds float"),
     ("data.train_scales=[64,", r"'\[64,' is not a valid value for data.train_scales"),
+    # issue 17: values of another kind than the key holds, a dict merged key by key, values out of range
+    ("optim.lr='abc'", r"'abc' \(str\) is not a valid value for optim.lr, which holds number 0.04"),
+    ("data.images_per_gpu=[2]", r"\[2\] \(sequence\) is not a valid value for data.images_per_gpu, which holds "
+                                r"number 4"),
+    ("model.backbone={'deptth': 18}", r"unknown key 'model.backbone.deptth'; did you mean 'depth'"),
+    ("model.backbone={'depth': '18'}", r"'18' \(str\) is not a valid value for model.backbone.depth"),
+    ("optim.lr=-0.04", r"optim.lr must be a positive number, got -0.04$"),
+    ("optim.momentum=-0.9", r"optim.momentum must be a number >= 0, got -0.9$"),
+    ("model.roi_heads.num_classes=-1", r"model.roi_heads.num_classes must be a positive integer, got -1$"),
 ])
 def test_unknown_config_key_and_bad_value_name_them(override, match, trained, capsys):
     before = digests(trained)
     fails(capsys, "train", TINY, "--work-dir", trained, "--resume", "--set", override,
           culprit=override.split("=")[0], match=match)
     assert digests(trained) == before
+
+
+def test_a_dict_set_merges_into_the_section(synth_data, tmp_path, capsys):
+    work = tmp_path / "work"
+    code, line = cli(capsys, "train", TINY, "--work-dir", work,
+                     *sets(*data_overrides(synth_data), *SHORT, "model.backbone={'frozen_stages': 1}"))
+    assert code == 0, line
+    backbone = detzoo.config.load_config(work / "config.py")["model"]["backbone"]
+    assert backbone["frozen_stages"] == 1 and backbone["depth"] == 18 and backbone["stem_width"] == 8  # kept
+
+
+def test_a_config_that_is_not_utf8(tmp_path, capsys):
+    config = tmp_path / "latin1.py"
+    config.write_bytes(f'_base_ = "{TINY}"\n# r\xe9sum\xe9\n'.encode("latin-1"))
+    before = digests(config)
+    fails(capsys, "train", config, "--work-dir", tmp_path / "work", culprit=config,
+          match=r"is not UTF-8 text \(byte 0xe9 at offset \d+\)")
+    assert digests(config) == before and not (tmp_path / "work").exists()
 
 
 # ---------------------------------------------------------------- non-finite loss, resume with overrides

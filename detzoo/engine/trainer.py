@@ -34,7 +34,7 @@ from detzoo.engine.checkpoint import (
 )
 from detzoo.engine.evaluate import evaluate, model_inputs
 from detzoo.engine.inference import autocast_dtype
-from detzoo.engine.schedule import WarmupMultiStepLR, resolve_schedule, scale_lr
+from detzoo.engine.schedule import WarmupMultiStepLR, check_optim, resolve_schedule, scale_lr
 from detzoo.errors import UserError
 from detzoo.evaluation.coco import format_table
 from detzoo.layers.norm import is_norm
@@ -220,6 +220,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
     check_keys("config", cfg, CONFIG_KEYS)
     optim, runtime = cfg["optim"], cfg["runtime"]
     check_keys("optim", optim, OPTIM_KEYS)
+    check_optim(optim)
     check_keys("runtime", runtime, RUNTIME_KEYS)
     work_dir = Path(work_dir)
     log = TrainingLog(work_dir, tensorboard=runtime["tensorboard"])
