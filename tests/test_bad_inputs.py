@@ -12,6 +12,8 @@ import errno
 import hashlib
 import io
 import json
+import logging
+import multiprocessing
 import os
 import pickle
 import re
@@ -616,3 +618,113 @@ def test_proposals_member_that_is_not_a_numpy_array(synth_data, tmp_path, capsys
           *sets(*data_overrides(synth_data), f"data.val.proposals_file={bad}"), culprit=bad,
           match=r"member\(s\) \['boxes'\] are not numpy arrays")
     assert digests(results, ckpt) == before
+
+
+# ---------------------------------------------------------------- issue 17, 1: malformed RLEs never hang
+
+MASK = str(TESTS / "configs" / "tiny_mask_rcnn.py")
+SHORT_RLE = {"size": [64, 64], "counts": [100, 100]}  # runs adding up to 200, not 64 x 64: pycocotools loops
+
+
+def within(seconds: float, *argv) -> tuple[int, str]:
+    """``detzoo ARGV`` in a forked copy of this process, killed after ``seconds``: its exit
+    code and what it wrote to stderr (its log included). A hang in pycocotools' C code
+    ignores Ctrl-C and would stop the test run."""
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+
+    def child() -> None:
+        torch.set_num_threads(1)  # as a DataLoader worker: no thread pool inherited across the fork
+        stream = io.StringIO()
+        logging.getLogger().addHandler(logging.StreamHandler(stream))
+        with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(io.StringIO()):
+            code = main([str(a) for a in argv])
+        writer.send((code, stream.getvalue()))
+
+    process = context.Process(target=child)
+    process.start()
+    finished = reader.poll(seconds)
+    process.kill() if not finished else process.join()
+    assert finished, f"detzoo {argv[0]} still ran after {seconds} s"
+    return reader.recv()
+
+
+@pytest.fixture(scope="module")
+def trained_mask(synth_data, tmp_path_factory) -> Path:
+    """tiny Mask R-CNN trained 2 iterations: its model_final.pth."""
+    work = tmp_path_factory.mktemp("mask")
+    cfg = sets(*data_overrides(synth_data), "schedule={'iters': 2, 'steps': (1,)}")
+    assert main(["train", MASK, "--work-dir", str(work), *cfg]) == 0
+    return work / "model_final.pth"
+
+
+@pytest.mark.parametrize("counts", ["list", "compressed"])
+def test_evaluating_a_malformed_ground_truth_rle_ends_within_seconds(counts, data, trained_mask):
+    rle = SHORT_RLE if counts == "list" else mask_utils.frPyObjects(SHORT_RLE, 64, 64)
+    rle = {**rle, "counts": rle["counts"].decode()} if counts == "compressed" else rle
+    ann = edit_json(data / "val" / "annotations.json", lambda d: d["annotations"][0].update(segmentation=rle))
+    ann_id = json.loads(ann.read_text())["annotations"][0]["id"]
+    results = data / "results.json"
+    code, err = within(30, "test", MASK, trained_mask, "--out", results, *sets(*data_overrides(data)))
+    assert code == 0 and "Traceback" not in err, err
+    assert f"1 ground-truth annotation(s) with an RLE pycocotools cannot take left out of the segm evaluation, " \
+           f"ids {ann_id}; annotation {ann_id} has an RLE whose run lengths add up to 200, not 4096" in err
+    # the same ground truth through analyze, with the results just written
+    before = digests(ann, results)
+    code, err = within(30, "analyze", results, "--ann", ann, "--out", data / "analysis", "--type", "segm")
+    assert code == 0 and f"annotation {ann_id} has an RLE whose run lengths" in err, err
+    assert digests(ann, results) == before
+
+
+def test_a_malformed_result_rle_is_refused_naming_the_results_file(data, tmp_path):
+    ann = data / "val" / "annotations.json"
+    image_id = json.loads(ann.read_text())["images"][0]["id"]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": image_id, "category_id": 1, "bbox": [1, 1, 9, 9], "score": 0.9,
+                                    "segmentation": {"size": [64, 64], "counts": "PP"}}]))
+    out = tmp_path / "analysis"
+    code, err = within(30, "analyze", results, "--ann", ann, "--out", out, "--type", "segm")
+    assert code == 2 and err.strip() == (
+        f"detzoo analyze: error: {results}: result 0 (image {image_id}) has an RLE whose compressed counts cannot be "
+        "read: the string ends in the middle of a run length"), err
+    assert not out.exists()
+
+
+def test_training_with_a_malformed_rle_refuses_at_once_and_an_evaluation_failure_keeps_the_model(
+        data, tmp_path, monkeypatch, capsys):
+    ann = edit_json(data / "val" / "annotations.json", lambda d: d["annotations"][1].update(segmentation=SHORT_RLE))
+    ann_id = json.loads(ann.read_text())["annotations"][1]["id"]
+    work = tmp_path / "work"
+    cfg = sets(*data_overrides(data), "schedule={'iters': 2, 'steps': (1,)}")
+    fails(capsys, "train", MASK, "--work-dir", work, *cfg, culprit=ann,
+          match=rf"annotation {ann_id} \(image \d+\) has an RLE whose run lengths add up to 200, not 4096")
+    assert not (work / "checkpoint.pth").exists()
+
+    def failing_evaluation(*args, **kwargs):
+        raise DataError("the evaluation failed")
+
+    monkeypatch.setattr("detzoo.engine.trainer.evaluate", failing_evaluation)
+    fails(capsys, "train", TINY, "--work-dir", work, *sets(*data_overrides(data), *SHORT),
+          culprit="the evaluation failed", match="")
+    assert load_checkpoint(work / "model_final.pth")["model"]  # written before the final evaluation
+
+
+def test_a_person_without_keypoints_is_ignored_as_coco_ignores_it(caplog):
+    """Training reads an annotation without ``keypoints`` as all invisible; the evaluation
+    does too, so COCOeval ignores it (num_keypoints 0) and a detection on it is no false
+    positive, as in COCO's own evaluation. It was left out, and the detection counted."""
+    image = {"id": 1, "file_name": "a.png", "height": 100, "width": 100}
+    seen = [v for x in range(17) for v in (10 + x, 10 + x, 2)]
+    anns = [{"id": 1, "bbox": [10, 10, 20, 20], "keypoints": seen, "num_keypoints": 17},
+            {"id": 2, "bbox": [60, 60, 20, 20]}]  # no keypoints key
+    coco = COCO()
+    coco.dataset = {"images": [image], "categories": [{"id": 1, "name": "person", "keypoints": [str(k) for k in
+                                                                                                range(17)]}],
+                    "annotations": [{**a, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 400} for a in anns]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    on_it = [v for x in range(17) for v in (70, 70, 1)]
+    results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.5, "keypoints": seen},
+               {"image_id": 1, "category_id": 1, "bbox": [60, 60, 20, 20], "score": 0.9, "keypoints": on_it}]
+    assert evaluate_coco(coco, results, iou_type="keypoints")["AP"] == pytest.approx(1.0)
+    assert "left out" not in caplog.text and "keypoints" not in coco.dataset["annotations"][1]

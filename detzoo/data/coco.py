@@ -46,6 +46,7 @@ from torch import Tensor
 from detzoo.data.transforms import Transform
 from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.proposals import load_proposals, proposals_for
+from detzoo.evaluation.segmentation import finite_numbers, segmentation_problem
 from detzoo.structures import Instances, Size
 
 logger = logging.getLogger("detzoo.data")
@@ -97,10 +98,6 @@ def _is_number(value: Any) -> bool:
 
 def _is_size(value: Any) -> bool:
     return _is_number(value) and value > 0 and float(value).is_integer()
-
-
-def _numbers(values: Any) -> bool:
-    return isinstance(values, (list, tuple)) and all(_is_number(v) for v in values)
 
 
 # What each entry of an annotation file's lists must hold: key -> (description, check).
@@ -163,17 +160,6 @@ def load_coco(ann_file: str | Path) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
         coco.createIndex()
     return coco
-
-
-def _segmentation_problem(segm: Any) -> str | None:
-    """What makes ``segm`` unreadable (not a polygon list or an RLE dict), or None."""
-    if segm is None:
-        return None
-    if isinstance(segm, dict):
-        return None if {"size", "counts"} <= set(segm) else f"an RLE without 'size' and 'counts' ({sorted(segm)})"
-    if isinstance(segm, list) and all(_numbers(p) for p in segm):
-        return None
-    return f"segmentation {str(segm)[:60]!r}, expected polygons (lists of finite numbers) or an RLE"
 
 
 def _valid_segmentation(segm) -> list | dict | None:
@@ -344,7 +330,7 @@ class CocoDataset(torch.utils.data.Dataset):
                     f"not in 'categories' (ids {_some(self.cat_ids)})"
                 )
             bbox = ann.get("bbox")
-            if not _numbers(bbox) or len(bbox) != 4:
+            if not finite_numbers(bbox) or len(bbox) != 4:
                 raise DataError(
                     f"{self.ann_file}: annotation {ann_id} (image {image_id}) has bbox {bbox!r}, "
                     "expected [x, y, width, height], four finite numbers"
@@ -360,22 +346,18 @@ class CocoDataset(torch.utils.data.Dataset):
                 continue
             segm = None
             if self.with_masks:
-                problem = _segmentation_problem(ann.get("segmentation"))
+                segm = ann.get("segmentation")
+                problem = None if segm is None else segmentation_problem(segm, (height, width))
                 if problem:
                     raise DataError(f"{self.ann_file}: annotation {ann_id} (image {image_id}) has {problem}")
-                segm = _valid_segmentation(ann.get("segmentation"))
-                if isinstance(segm, dict) and list(segm["size"]) != [height, width]:
-                    raise DataError(
-                        f"{self.ann_file}: annotation {ann_id} (image {image_id}) has an RLE of size "
-                        f"{segm.get('size')}, but the image is (h, w) {[height, width]}"
-                    )
+                segm = _valid_segmentation(segm)
                 if segm is None:
                     no_segmentation.append(ann_id)
                     continue
             keypoints = None
             if self.with_keypoints:
                 flat = ann.get("keypoints") or [0.0] * (3 * num_keypoints)
-                if not _numbers(flat) or len(flat) != 3 * num_keypoints:
+                if not finite_numbers(flat) or len(flat) != 3 * num_keypoints:
                     raise DataError(
                         f"{self.ann_file}: annotation {ann_id} (image {image_id}) has keypoints {str(flat)[:60]}, "
                         f"expected 3 x {num_keypoints} finite numbers"

@@ -348,6 +348,8 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
                 bar.set_postfix(loss=f"{mean['loss']:.3f}", lr=f"{lr:.2e}", s_iter=f"{mean['time']:.2f}")
             if it % runtime["checkpoint_interval"] == 0 or it == schedule.max_iters:
                 save(it)
+            if it == schedule.max_iters and distributed.is_main():  # before the final evaluation: it cannot cost it
+                save_checkpoint(work_dir / FINAL, {"model": model.state_dict(), "meta": meta})
             if val_set is not None and (
                 it == schedule.max_iters or (runtime["eval_interval"] and it % runtime["eval_interval"] == 0)
             ):
@@ -364,6 +366,4 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
             tick = time.perf_counter()
     bar.close()
     log.close()
-    if distributed.is_main():
-        save_checkpoint(work_dir / FINAL, {"model": model.state_dict(), "meta": meta})
     return metrics

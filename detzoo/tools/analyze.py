@@ -35,7 +35,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detzoo.errors import DataError, MissingFileError
-from detzoo.evaluation.coco import prepare_results, run_cocoeval
+from detzoo.evaluation.coco import check_result_segmentations, prepare_results, run_cocoeval
 
 ERROR_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 ERROR_COLORS = ("#1f3a93", "#3f7fbf", "#7fbfef", "#5fbf5f", "#efbf3f", "#ef7f3f", "#bf3f3f")
@@ -176,6 +176,7 @@ def analyze(
     coco_gt = load_coco(ann_file)
     results = load_results(results_file)
     try:
+        check_result_segmentations(coco_gt, results)
         curves, has_gt, precision = error_curves(coco_gt, results, iou_type=iou_type)
     except DataError as e:
         raise DataError(f"{results_file}: {e}") from None
