@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,7 +19,10 @@ from detzoo.engine.checkpoint import CheckpointError
 from detzoo.engine.inference import predict_images
 from detzoo.engine.tta import build_tta
 from detzoo.structures import Instances
+from detzoo.zoo.converters import CONVENTION_KEYS
 from detzoo.zoo.weights import read_weights
+
+logger = logging.getLogger("detzoo.api")
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -37,10 +41,24 @@ def _to_tensor(image: ImageInput) -> Tensor:
     return rgb_tensor(image)
 
 
-def config_with_meta(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
-    """Apply the conventions a converted checkpoint records (``config_overrides``)."""
-    overrides = meta.get("config_overrides", {})
-    return apply_overrides(dict(cfg), [f"{key}={value!r}" for key, value in overrides.items()])
+def config_with_meta(cfg: Mapping[str, Any], meta: Mapping[str, Any], *, source: str | Path) -> dict:
+    """Apply the conventions that checkpoint ``source`` records (``meta.config_overrides``,
+    written by ``detzoo.zoo.converters``): only keys of ``CONVENTION_KEYS``, each value
+    checked as a ``--set`` value is, and logged. Any other key (a data path, the schedule)
+    is a ``CheckpointError`` naming the checkpoint and the key: a downloaded file may not
+    rewrite the config."""
+    overrides = meta.get("config_overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise CheckpointError(f"checkpoint {source}: meta.config_overrides is a {type(overrides).__name__}, "
+                              "not a dict of config keys")
+    refused = [key for key in overrides if key not in CONVENTION_KEYS]
+    if refused:
+        raise CheckpointError(f"checkpoint {source} sets config key {refused[0]!r} (meta.config_overrides), which is "
+                              "not one of the model conventions detzoo's converters record: refused")
+    items = [f"{key}={value!r}" for key, value in overrides.items()]
+    if items:
+        logger.info("checkpoint %s sets the conventions it records: %s", source, ", ".join(items))
+    return apply_overrides(dict(cfg), items, given_by=f"checkpoint {source} sets")
 
 
 class Detector(nn.Module):
@@ -132,7 +150,7 @@ def build_detector(
     ``overrides``, and its weights (if it has any) loaded strictly; its network compiled
     with ``runtime.compile``."""
     meta = checkpoint.get("meta", {})
-    cfg = apply_overrides(config_with_meta(cfg, meta), overrides)
+    cfg = apply_overrides(config_with_meta(cfg, meta, source=source), overrides)
     model = build_model(cfg["model"])
     if "model" in checkpoint:
         load_state(model, checkpoint["model"], source)

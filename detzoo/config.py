@@ -63,7 +63,7 @@ def merge(base: dict, child: dict) -> dict:
     return out
 
 
-def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
+def apply_overrides(cfg: dict, overrides: Sequence[str], *, given_by: str = "--set") -> dict:
     """Return a copy of ``cfg`` with ``a.b.c=VALUE`` items applied: VALUE is a Python
     literal, or else (and for a literal other than a string, dict or None) a string where
     the key holds a string or None. It must be of the kind the key holds (``_fits``): a
@@ -71,25 +71,32 @@ def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
     dict the key holds, key by key and checked alike (as mmengine merges), unless it
     holds ``_delete_=True``: then it replaces it. Anything else (``optim.lr=abc``,
     ``optim.lr="'abc'"``, ``data.images_per_gpu=[2]``, an unknown key) is a
-    ``ConfigError`` naming the key and the value."""
+    ``ConfigError`` naming the key and the value, after ``given_by`` and the item."""
     out = copy.deepcopy(cfg)
     for item in overrides:
-        dotted, sep, text = item.partition("=")
-        if not sep or not all(dotted.split(".")):
-            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. optim.lr=0.01")
-        keys = dotted.split(".")
-        node = out
-        for depth, key in enumerate(keys):
-            where = ".".join(keys[:depth])
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {where!r} is a {type(node).__name__}, not a dict, "
-                                  f"so it has no key {key!r}")
-            if key not in node:
-                raise ConfigError(f"--set {item!r}: " + _unknown_key(where, key, node))
-            if depth < len(keys) - 1:
-                node = node[key]
-        node[keys[-1]] = _new_value(item, dotted, node[keys[-1]], _parse_value(item, text, node[keys[-1]]))
+        try:
+            _apply(out, item)
+        except ConfigError as e:
+            raise ConfigError(f"{given_by} {item!r}: {e}") from None
     return out
+
+
+def _apply(cfg: dict, item: str) -> None:
+    """Apply one ``a.b.c=VALUE`` item of ``apply_overrides`` to ``cfg`` in place."""
+    dotted, sep, text = item.partition("=")
+    if not sep or not all(dotted.split(".")):
+        raise ConfigError("expected KEY.PATH=VALUE, e.g. optim.lr=0.01")
+    keys = dotted.split(".")
+    node = cfg
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[:depth])
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where!r} is a {type(node).__name__}, not a dict, so it has no key {key!r}")
+        if key not in node:
+            raise ConfigError(_unknown_key(where, key, node))
+        if depth < len(keys) - 1:
+            node = node[key]
+    node[keys[-1]] = _new_value(dotted, node[keys[-1]], _parse_value(dotted, text, node[keys[-1]]))
 
 
 def check_keys(section: str, cfg: Mapping, allowed: Iterable[str]) -> None:
@@ -220,15 +227,14 @@ def _not_allowed(filename: str, node: ast.AST) -> ConfigError:
                        "only NAME = <literal or dict(key=value, ...)> assignments are")
 
 
-def _parse_value(item: str, text: str, current: Any) -> Any:
-    """The value of ``--set item`` (``text`` after the '='), replacing ``current``."""
+def _parse_value(key: str, text: str, current: Any) -> Any:
+    """The value ``text`` given for ``key``, which holds ``current``."""
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         if current is None or isinstance(current, str):
             return text
-        key = item.partition("=")[0]
-        raise ConfigError(f"--set {item!r}: {text!r} is not a valid value for {key}, which holds "
+        raise ConfigError(f"{text!r} is not a valid value for {key}, which holds "
                           f"{type(current).__name__} {current!r}; give a Python literal, e.g. {key}={current!r}")
     if isinstance(current, str) and not isinstance(value, (str, dict, type(None))):
         return text  # a file or folder named 2017
@@ -253,7 +259,7 @@ def _fits(value: Any, current: Any) -> bool:
     return len(kinds) == 1 or "None" in kinds or kinds == {"str", "dict"}
 
 
-def _new_value(item: str, key: str, current: Any, value: Any) -> Any:
+def _new_value(key: str, current: Any, value: Any) -> Any:
     """``value`` for ``key`` (which holds ``current``) after ``_fits``; a dict merged into
     the dict there unless it holds ``_delete_=True``."""
     if isinstance(current, dict) and isinstance(value, dict):
@@ -262,11 +268,11 @@ def _new_value(item: str, key: str, current: Any, value: Any) -> Any:
         merged = dict(current)
         for sub, sub_value in value.items():
             if sub not in current:
-                raise ConfigError(f"--set {item!r}: " + _unknown_key(key, sub, current))
-            merged[sub] = _new_value(item, f"{key}.{sub}", current[sub], sub_value)
+                raise ConfigError(_unknown_key(key, sub, current))
+            merged[sub] = _new_value(f"{key}.{sub}", current[sub], sub_value)
         return merged
     if not _fits(value, current):
-        raise ConfigError(f"--set {item!r}: {value!r} ({_kind(value)}) is not a valid value for {key}, which holds "
+        raise ConfigError(f"{value!r} ({_kind(value)}) is not a valid value for {key}, which holds "
                           f"{_kind(current)} {current!r}")
     return value
 

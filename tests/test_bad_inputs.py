@@ -728,3 +728,42 @@ def test_a_person_without_keypoints_is_ignored_as_coco_ignores_it(caplog):
                {"image_id": 1, "category_id": 1, "bbox": [60, 60, 20, 20], "score": 0.9, "keypoints": on_it}]
     assert evaluate_coco(coco, results, iou_type="keypoints")["AP"] == pytest.approx(1.0)
     assert "left out" not in caplog.text and "keypoints" not in coco.dataset["annotations"][1]
+
+
+# ---------------------------------------------------------------- issue 17, 2: a checkpoint sets only conventions
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"data.val.ann_file": "/elsewhere/annotations.json"},
+     r"sets config key 'data.val.ann_file' \(meta.config_overrides\), which is not one of the model conventions"),
+    ({"optim.lr": 10.0}, r"sets config key 'optim.lr'"),
+    ({"model.roi_heads.smooth_l1_beta": "large"},
+     r"sets \"model.roi_heads.smooth_l1_beta='large'\": 'large' \(str\) is not a valid value for "
+     r"model.roi_heads.smooth_l1_beta, which holds number 0.0"),
+    ({"model.roi_heads.num_classes": -1}, r"model.roi_heads.num_classes must be a positive integer, got -1"),
+])
+def test_a_checkpoint_may_set_only_the_conventions_converters_record(overrides, match, trained, synth_data, tmp_path,
+                                                                      capsys):
+    ckpt = tmp_path / "downloaded.pth"
+    state = load_checkpoint(trained / "model_final.pth")
+    save_checkpoint(ckpt, {**state, "meta": {**state["meta"], "config_overrides": overrides}})
+    results = tmp_path / "results.json"
+    results.write_text("[]")
+    before = digests(ckpt, results)
+    key = next(iter(overrides))
+    fails(capsys, "test", TINY, ckpt, "--out", results, *sets(*data_overrides(synth_data)),
+          culprit=ckpt if "num_classes" not in key else key, match=match)
+    assert digests(ckpt, results) == before
+
+
+def test_the_conventions_a_checkpoint_records_are_applied_and_logged(trained, synth_data, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="detzoo.api")
+    ckpt = tmp_path / "converted.pth"
+    state = load_checkpoint(trained / "model_final.pth")
+    save_checkpoint(ckpt, {**state, "meta": {**state["meta"], "config_overrides": {"data.resize": "mmdet"}}})
+    image = next((synth_data / "val" / "images").iterdir())
+    code, line = cli(capsys, "infer", TINY, ckpt, image, "--out", tmp_path / "drawn")
+    assert code == 0, line
+    assert f"checkpoint {ckpt} sets the conventions it records: data.resize='mmdet'" in caplog.text
+    assert detzoo.load_model(TINY, ckpt).config["data"]["resize"] == "mmdet"
+

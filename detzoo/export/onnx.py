@@ -216,7 +216,7 @@ def load_onnx_detector(
     pixel format the graph was exported for."""
     model = OnnxModel(path, threads=threads)
     meta = model.metadata["meta"]
-    cfg = apply_overrides(config_with_meta(load_config(config), meta), overrides)
+    cfg = apply_overrides(config_with_meta(load_config(config), meta, source=path), overrides)
     return Detector(
         model=model,
         class_names=meta["class_names"],
