@@ -37,6 +37,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     from detzoo.api import load_model
     from detzoo.data.build import build_dataset
     from detzoo.engine import distributed
+    from detzoo.engine.checkpoint import refuse_overwriting
     from detzoo.engine.evaluate import evaluate
     from detzoo.engine.tta import build_tta
     from detzoo.evaluation.coco import format_table
@@ -45,6 +46,8 @@ def cmd_test(args: argparse.Namespace) -> None:
     detector = load_model(args.config, args.checkpoint, device=device, overrides=args.set)
     tta = build_tta(detector.config["data"], detector.model) if args.tta else None
     dataset = build_dataset(detector.config["data"], "val", detector.model.pixel_format, train=False)
+    if args.out:  # before the inference
+        refuse_overwriting([args.out], [args.config, args.checkpoint, dataset.ann_file, dataset.proposals_file or ""])
     metrics = evaluate(
         detector.model, dataset, cat_ids=detector.cat_ids, out=args.out, tta=tta,
         amp=detector.config["runtime"].get("amp"),
@@ -57,17 +60,39 @@ def cmd_test(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+def _image_files(paths: list[str]) -> list[Path]:
+    """The image files given and those in the folders given (not in their subfolders; by
+    the suffixes Pillow reads), each once; a path that is neither is a MissingFileError."""
+    from PIL import Image
+
+    suffixes = set(Image.registered_extensions())
+    files, missing = [], []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise MissingFileError(f"folder {path} holds no image file Pillow reads (.jpg, .png, ...)")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(str(path))
+    if missing:
+        raise MissingFileError(f"image file(s) not found: {', '.join(missing)}")
+    return list(dict.fromkeys(files))
+
+
 def cmd_infer(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from detzoo.api import load_model
     from detzoo.data.coco import read_rgb
-    from detzoo.engine.checkpoint import atomic_write
-    from detzoo.visualize import draw_detections, to_jsonable
+    from detzoo.engine.checkpoint import atomic_write, refuse_overwriting
+    from detzoo.visualize import draw_detections, drawing_paths, to_jsonable
 
-    missing = [path for path in args.images if not Path(path).is_file()]
-    if missing:  # before the model is loaded
-        raise MissingFileError(f"image file(s) not found: {', '.join(missing)}")
+    files = _image_files(args.images)  # before the model is loaded
+    drawings = drawing_paths(files, args.out)
+    refuse_overwriting([*drawings, Path(args.out) / "predictions.json"], [*files, args.config, args.checkpoint])
     if args.backend == "onnxruntime":
         from detzoo.export.onnx import load_onnx_detector
 
@@ -77,26 +102,26 @@ def cmd_infer(args: argparse.Namespace) -> None:
     else:
         detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
     # every image is read and predicted before anything is written
-    images = {str(path): read_rgb(path) for path in args.images}  # read once: predicted, then drawn
-    predictions = {path: detector.predict(rgb)[0] for path, rgb in images.items()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    images = [read_rgb(path) for path in files]  # read once: predicted, then drawn
+    predictions = [detector.predict(rgb)[0] for rgb in images]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     records = {}
-    for path, pred in predictions.items():
-        image = Image.fromarray(images[path])  # drawn as the model saw it (16-bit scaled, stored frame)
-        draw_detections(image, pred, score_thresh=args.score_thresh).save(out / (Path(path).stem + ".png"))
-        records[path] = to_jsonable(pred)
-    with atomic_write(out / "predictions.json", text=True) as f:
+    for path, rgb, pred, drawing in zip(files, images, predictions, drawings):
+        image = Image.fromarray(rgb)  # drawn as the model saw it (16-bit scaled, stored frame)
+        draw_detections(image, pred, score_thresh=args.score_thresh).save(drawing)
+        records[str(path)] = to_jsonable(pred)
+    with atomic_write(Path(args.out) / "predictions.json", text=True) as f:
         json.dump(records, f)
-    print(f"wrote {len(records)} drawn images and predictions.json to {out}")
+    print(f"wrote {len(records)} drawn images and predictions.json to {args.out}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from detzoo.api import build_detector
     from detzoo.config import load_config
-    from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, refuse_overwriting, save_checkpoint
     from detzoo.zoo.converters import convert_checkpoint
 
+    refuse_overwriting([args.out], [args.src, args.config])
     state = load_checkpoint(args.src)
     try:
         converted = convert_checkpoint(state, args.source)
@@ -109,8 +134,10 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from detzoo.engine.checkpoint import refuse_overwriting
     from detzoo.export.onnx import export_onnx
 
+    refuse_overwriting([args.out], [args.config, args.checkpoint])
     out = export_onnx(args.config, args.checkpoint, args.out, overrides=args.set, shape=args.shape, opset=args.opset)
     print(f"wrote {out}")
 
@@ -144,9 +171,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
-    from detzoo.engine.checkpoint import atomic_write
+    from detzoo.engine.checkpoint import atomic_write, refuse_overwriting
     from detzoo.tools.benchmark import benchmark
 
+    if args.json:
+        refuse_overwriting([args.json], [args.config, args.checkpoint or "", *args.images])
     result = benchmark(
         args.config,
         args.checkpoint,
@@ -203,8 +232,10 @@ def cmd_zoo_record(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
+    from detzoo.engine.checkpoint import refuse_overwriting
     from detzoo.tools.plot import plot_logs
 
+    refuse_overwriting([args.out], args.logs)
     panels = plot_logs(args.logs, args.out, keys=args.keys)
     print(f"wrote {args.out} ({'; '.join(panels)})")
 
@@ -250,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--tta", action="store_true",
                            help="test-time augmentation as data.test_time_aug says (boxes and masks)")
         else:
-            p.add_argument("images", nargs="+")
+            p.add_argument("images", nargs="+", help="image files, or folders of them")
             p.add_argument("--out", required=True, help="folder for drawn PNGs and predictions.json")
             p.add_argument("--score-thresh", type=float, default=0.5)
             p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],

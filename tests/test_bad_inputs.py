@@ -767,3 +767,68 @@ def test_the_conventions_a_checkpoint_records_are_applied_and_logged(trained, sy
     assert f"checkpoint {ckpt} sets the conventions it records: data.resize='mmdet'" in caplog.text
     assert detzoo.load_model(TINY, ckpt).config["data"]["resize"] == "mmdet"
 
+
+# ---------------------------------------------------------------- issue 17, 3: no output replaces an input or another
+
+
+def test_infer_draws_images_of_one_name_to_files_of_their_own(trained, synth_data, tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    first, second = sorted((synth_data / "val" / "images").iterdir())[:2]
+    shutil.copy(first, tmp_path / "a" / "img.png")
+    shutil.copy(second, tmp_path / "b" / "img.png")
+    out = tmp_path / "drawn"
+    code, line = cli(capsys, "infer", TINY, trained / "model_final.pth", tmp_path / "a" / "img.png",
+                     tmp_path / "b" / "img.png", "--out", out, "--score-thresh", "2")
+    assert code == 0, line
+    assert sorted(p.name for p in out.iterdir()) == ["a_img.png", "b_img.png", "predictions.json"]
+    for folder, source in (("a", first), ("b", second)):  # each drawing is its own image (nothing above score 2)
+        assert np.array_equal(np.asarray(Image.open(out / f"{folder}_img.png")), read_rgb(source))
+    assert len(json.loads((out / "predictions.json").read_text())) == 2
+
+
+def test_infer_into_the_input_folder_refuses_to_replace_an_image(trained, synth_data, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(synth_data / "val" / "images", images)
+    image = sorted(images.iterdir())[0]
+    before = digests(images)
+    fails(capsys, "infer", TINY, trained / "model_final.pth", image, "--out", images, culprit=image,
+          match=r"writing .* would replace the input .*; choose another output")
+    assert digests(images) == before
+
+
+def test_browse_into_the_image_folder_refuses_to_replace_an_image(data, capsys):
+    images = data / "train" / "images"
+    before = digests(images)
+    fails(capsys, "browse", TINY, *sets(*data_overrides(data)), "--out", images, "--num", "2", culprit=images,
+          match=r"would replace the input")
+    assert digests(images) == before
+
+
+@pytest.mark.parametrize("command", ["test", "plot", "convert"])
+def test_an_output_that_is_an_input_is_refused_before_anything_runs(command, trained, synth_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    inputs = {"test": data / "val" / "annotations.json", "plot": tmp_path / "log.jsonl",
+              "convert": tmp_path / "theirs.pth"}
+    shutil.copy(trained / "log.jsonl", inputs["plot"])
+    shutil.copy(trained / "model_final.pth", inputs["convert"])
+    argv = {"test": ["test", TINY, trained / "model_final.pth", *sets(*data_overrides(data))],
+            "plot": ["plot", inputs["plot"]],
+            "convert": ["convert", "--from", "torchvision", inputs["convert"], "--config", TINY]}
+    before = digests(data, *inputs.values(), trained)
+    fails(capsys, *argv[command], "--out", inputs[command], culprit=inputs[command], match="would replace the input")
+    assert digests(data, *inputs.values(), trained) == before
+
+
+def test_infer_a_folder_reads_the_images_in_it(trained, synth_data, tmp_path, capsys):
+    images = synth_data / "val" / "images"
+    out = tmp_path / "drawn"
+    code, line = cli(capsys, "infer", TINY, trained / "model_final.pth", images, "--out", out)
+    assert code == 0, line
+    names = sorted(p.name for p in images.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "predictions.json"])
+    assert sorted(json.loads((out / "predictions.json").read_text())) == [str(images / n) for n in names]
+    (tmp_path / "empty").mkdir()
+    fails(capsys, "infer", TINY, trained / "model_final.pth", tmp_path / "empty", "--out", out,
+          culprit=tmp_path / "empty", match="holds no image file")

@@ -36,7 +36,7 @@ import uuid
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 from urllib.error import HTTPError
 from urllib.parse import unquote, urlparse
 from urllib.request import urlopen
@@ -44,7 +44,7 @@ from urllib.request import urlopen
 import numpy as np
 import torch
 
-from detzoo.errors import DiskFullError, InputError, MissingFileError, UserError
+from detzoo.errors import DiskFullError, InputError, MissingFileError, OutputError, UserError
 
 _HASH_IN_NAME = re.compile(r".+-([0-9a-f]{8})\.pth")
 _URL_SCHEMES = ("http", "https", "file")
@@ -90,6 +90,24 @@ def _disk_full(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def refuse_overwriting(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
+    """An ``OutputError`` before anything is written when one of ``outputs`` is one of
+    ``inputs`` (the same file, however it is named) or another of ``outputs``: a command
+    never replaces a file it reads, nor writes one file twice."""
+    by_name: dict[str, list[Path]] = collections.defaultdict(list)
+    for path in map(Path, inputs):
+        by_name[path.name.lower()].append(path)
+    written: dict[str, Path] = {}
+    for path in map(Path, outputs):
+        key = os.path.normcase(os.path.abspath(path))
+        if key in written:
+            raise OutputError(f"{written[key]} and {path} are one file: it would be written twice")
+        written[key] = path
+        for source in by_name[path.name.lower()]:  # only a file of the same name can be the same file
+            if path.exists() and source.exists() and os.path.samefile(path, source):
+                raise OutputError(f"writing {path} would replace the input {source}; choose another output")
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

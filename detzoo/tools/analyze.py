@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
+from detzoo.engine.checkpoint import refuse_overwriting
 from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.coco import check_result_segmentations, prepare_results, run_cocoeval
 
@@ -189,6 +190,8 @@ def analyze(
     analysis = Analysis(iou_type, names, per_category_ap(precision, names), errors)
 
     out = Path(out_dir) / iou_type
+    tables = [out / f"{stem}.{ext}" for stem in analysis.tables() for ext in ("csv", "md")]
+    refuse_overwriting([*tables, out / "pr_all_classes.png"], [results_file, ann_file])
     (out / "pr_curves").mkdir(parents=True, exist_ok=True)
     for stem, (_, columns, rows) in analysis.tables().items():
         with open(out / f"{stem}.csv", "w", newline="") as f:
