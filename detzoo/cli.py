@@ -22,15 +22,23 @@ def _config(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from detzoo.engine.trainer import NonFiniteLossError, train
+    from detzoo.engine.workdir import CHECKPOINT, TrainingInterrupted
 
-    work_dir = args.work_dir or Path("work_dirs") / Path(str(args.config)).stem
+    work_dir = Path(args.work_dir or Path("work_dirs") / Path(str(args.config)).stem)
+
+    def again(resume: bool, sets: list[str]) -> str:
+        """The command that goes on: resuming, or starting afresh (over this run's checkpoint)."""
+        start = ["--resume"] if resume else ["--overwrite"] if (work_dir / CHECKPOINT).exists() else []
+        return shlex.join(["detzoo", "train", str(args.config), "--work-dir", str(work_dir), *start,
+                           *(arg for s in sets for arg in ("--set", s))])
+
     try:
-        train(_config(args), work_dir=work_dir, resume=args.resume)
+        train(_config(args), work_dir=work_dir, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as e:  # add the command that goes on with the lower lr
         sets = [s for s in args.set if not s.startswith("optim.lr=")] + [f"optim.lr={e.lr:g}"]
-        command = ["detzoo", "train", str(args.config), "--work-dir", str(work_dir),
-                   *(["--resume"] if e.resumable else []), *(arg for s in sets for arg in ("--set", s))]
-        raise NonFiniteLossError(f"{e}: {shlex.join(command)}", lr=e.lr, resumable=e.resumable) from e
+        raise NonFiniteLossError(f"{e}: {again(e.resumable, sets)}", lr=e.lr, resumable=e.resumable) from e
+    except TrainingInterrupted as e:
+        raise TrainingInterrupted(f"{e}: {again(e.resumable, args.set)}", resumable=e.resumable) from None
 
 
 def cmd_test(args: argparse.Namespace) -> None:
@@ -267,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--work-dir", help="default: work_dirs/<config name>")
     p.add_argument("--resume", action="store_true", help="continue from <work-dir>/checkpoint.pth")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a work dir that holds an earlier run's checkpoint, removing that run's files")
     p.set_defaults(fn=cmd_train)
 
     for name, fn, help_ in (("test", cmd_test, "evaluate a checkpoint on data.val"),
@@ -414,15 +424,24 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join(["detzoo", *argv])
     try:
         args.fn(args)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (training says what it left and how to resume)
+        _close_progress_bars()
+        print(f"detzoo {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return 130
     except Exception as e:
         message = user_error_message(e)
         if message is None:
             raise  # a bug: its traceback
-        for bar in list(tqdm._instances):  # a progress bar the error cut short: end its line first
-            bar.close()
+        _close_progress_bars()
         print(f"detzoo {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _close_progress_bars() -> None:
+    """End the lines of the progress bars an error or Ctrl-C cut short, so its line is its own."""
+    for bar in list(tqdm._instances):
+        bar.close()
 
 
 if __name__ == "__main__":

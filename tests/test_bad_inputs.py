@@ -19,6 +19,7 @@ import pickle
 import re
 import shlex
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from detzoo.cli import main
 from detzoo.data.coco import read_rgb
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
+from detzoo.engine import trainer
 from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detzoo.engine.schedule import WarmupMultiStepLR
 from detzoo.errors import DataError
@@ -832,3 +834,72 @@ def test_infer_a_folder_reads_the_images_in_it(trained, synth_data, tmp_path, ca
     (tmp_path / "empty").mkdir()
     fails(capsys, "infer", TINY, trained / "model_final.pth", tmp_path / "empty", "--out", out,
           culprit=tmp_path / "empty", match="holds no image file")
+
+
+# ---------------------------------------------------------------- issue 17, 4 and 6: one training per work dir, Ctrl-C
+
+
+def test_two_trainings_cannot_share_a_work_dir_and_a_killed_ones_lock_is_taken_over(synth_data, tmp_path, capsys,
+                                                                                       caplog):
+    work = tmp_path / "work"
+    data = sets(*data_overrides(synth_data))
+    endless = [*data, *sets("schedule={'iters': 100000, 'steps': (90000,)}", "runtime.checkpoint_interval=1")]
+
+    def first() -> None:
+        torch.set_num_threads(1)  # as a DataLoader worker: no thread pool inherited across the fork
+        with contextlib.redirect_stderr(io.StringIO()):
+            main(["train", TINY, "--work-dir", str(work), *endless])
+
+    running = multiprocessing.get_context("fork").Process(target=first)
+    running.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (work / "checkpoint.pth").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (work / "checkpoint.pth").exists() and running.is_alive()
+        for flag in ("--resume", "--overwrite"):
+            fails(capsys, "train", TINY, "--work-dir", work, flag, *data, culprit=work,
+                  match=rf"is in use by another training \(pid {running.pid} on .*\): wait for it to end or give "
+                        "another --work-dir")
+    finally:
+        running.kill()  # as the OOM killer or a lost node would: no chance to release anything
+        running.join()
+    before = {path: digest for path, digest in digests(work).items() if path.name != ".lock"}
+    fails(capsys, "train", TINY, "--work-dir", work, *data, culprit=work,
+          match=r"holds checkpoint.pth of an earlier run: continue it with --resume, or start afresh with --overwrite")
+    assert digests(work) == before  # the killed run's stale lock taken over, and released
+    code, line = cli(capsys, "train", TINY, "--work-dir", work, "--overwrite", *data, *sets(*SHORT))
+    assert code == 0, line
+    assert f"took over the lock of a training that ended without releasing it (pid {running.pid} on" in caplog.text
+    assert [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 3]
+    assert load_checkpoint(work / "checkpoint.pth")["iteration"] == 3 and not (work / ".lock").exists()
+
+
+def test_ctrl_c_names_the_checkpoint_left_and_the_resume_command_and_the_log_resumes_cleanly(
+        synth_data, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    (work).mkdir()
+    (work / "log.jsonl").write_text('{"iter": 99, "loss": 1.0}\n')  # an old run's, without a checkpoint
+    write = trainer.TrainingLog.write
+
+    def interrupted_at_5(log, record):
+        if record["iter"] == 5:
+            raise KeyboardInterrupt
+        write(log, record)
+
+    monkeypatch.setattr(trainer.TrainingLog, "write", interrupted_at_5)
+    args = ["train", TINY, "--work-dir", work,
+            *sets(*data_overrides(synth_data), "schedule={'iters': 6, 'steps': (4,)}", "runtime.checkpoint_interval=3",
+                  "runtime.log_interval=1", "runtime.eval_interval=0")]
+    code, line = cli(capsys, *args)
+    assert code == 130
+    assert line.startswith(f"detzoo train: interrupted; the last checkpoint, {work / 'checkpoint.pth'} (iteration 3), "
+                           "is left as it was: resume from it: detzoo train "), line
+    assert [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    monkeypatch.setattr(trainer.TrainingLog, "write", write)
+    command = shlex.split(line.split(": detzoo train ", 1)[1])
+    assert "--resume" in command
+    code, line = cli(capsys, "train", *command)
+    assert code == 0, line
+    logged = [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6, 6]  # iteration 4 once: the abandoned record is gone; 6 twice: loss, eval

@@ -27,6 +27,7 @@ from detzoo.detectors.build import build_model, num_classes_key
 from detzoo.engine import distributed
 from detzoo.engine.checkpoint import (
     CheckpointError,
+    atomic_write,
     get_rng_state,
     load_checkpoint,
     save_checkpoint,
@@ -35,6 +36,7 @@ from detzoo.engine.checkpoint import (
 from detzoo.engine.evaluate import evaluate, model_inputs
 from detzoo.engine.inference import autocast_dtype
 from detzoo.engine.schedule import WarmupMultiStepLR, check_optim, resolve_schedule, scale_lr
+from detzoo.engine.workdir import CHECKPOINT, FINAL, LOG, TENSORBOARD, claim_work_dir
 from detzoo.errors import UserError
 from detzoo.evaluation.coco import format_table
 from detzoo.layers.norm import is_norm
@@ -56,8 +58,6 @@ OPTIM_KEYS = (
 RUNTIME_KEYS = (
     "seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard", "amp", "compile"
 )
-CHECKPOINT = "checkpoint.pth"
-FINAL = "model_final.pth"
 
 
 def _seed_all(seed: int) -> None:
@@ -166,11 +166,21 @@ class TrainingLog:
     def __init__(self, work_dir: Path, *, tensorboard: bool) -> None:
         if not isinstance(tensorboard, bool):
             raise ConfigError(f"runtime.tensorboard must be True or False, got {tensorboard!r}")
-        self.path = work_dir / "log.jsonl"
-        self.tensorboard_dir = work_dir / "tensorboard" if tensorboard else None
+        self.path = work_dir / LOG
+        self.tensorboard_dir = work_dir / TENSORBOARD if tensorboard else None
         self._writer = None
         if tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("runtime.tensorboard=True needs the tensorboard package: pip install detzoo[tensorboard]")
+
+    def begin(self, iteration: int) -> None:
+        """Start the log at ``iteration``: drop the records of later iterations (those a
+        resumed run abandoned), or every record for a fresh run (0)."""
+        if not distributed.is_main() or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("iter", 0) <= iteration]
+        with atomic_write(self.path, text=True) as f:
+            f.writelines(kept)
 
     def write(self, record: Mapping[str, Any]) -> None:
         if not distributed.is_main():
@@ -213,16 +223,24 @@ def param_groups(model: torch.nn.Module, weight_decay: float, norm_weight_decay:
     ]
 
 
-def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def train(
+    cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
     """Train the model of ``cfg``; returns the final validation metrics per evaluation
     type (empty if the config has no ``data.val``). Writes ``log.jsonl``, ``checkpoint.pth`` (full state,
-    for ``resume``), ``model_final.pth`` (model + meta) and ``config.py`` to ``work_dir``."""
+    for ``resume``), ``model_final.pth`` (model + meta) and ``config.py`` to ``work_dir``, which
+    the run holds alone (``detzoo.engine.workdir``: locked; a fresh run into one with an earlier
+    run's checkpoint needs ``overwrite``; Ctrl-C raises ``TrainingInterrupted``)."""
+    with claim_work_dir(Path(work_dir), resume=resume, overwrite=overwrite):
+        return _train(cfg, work_dir=Path(work_dir), resume=resume)
+
+
+def _train(cfg: Mapping[str, Any], *, work_dir: Path, resume: bool) -> dict[str, Any]:
     check_keys("config", cfg, CONFIG_KEYS)
     optim, runtime = cfg["optim"], cfg["runtime"]
     check_keys("optim", optim, OPTIM_KEYS)
     check_optim(optim)
     check_keys("runtime", runtime, RUNTIME_KEYS)
-    work_dir = Path(work_dir)
     log = TrainingLog(work_dir, tensorboard=runtime["tensorboard"])
     device = distributed.init_from_env(runtime["device"])
     rank, world = distributed.rank(), distributed.world_size()
@@ -263,6 +281,7 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
         set_rng_state(rank_rng_state(state["rng"], path=work_dir / CHECKPOINT, rank=rank, world=world))
         if state.get("scaler"):  # empty when written without fp16: the scaler starts afresh
             scaler.load_state_dict(state["scaler"])
+    log.begin(start)
     # built after resuming, from the config: the lr at each iteration is its schedule's
     scheduler = WarmupMultiStepLR(
         optimizer,
