@@ -903,3 +903,23 @@ def test_ctrl_c_names_the_checkpoint_left_and_the_resume_command_and_the_log_res
     assert code == 0, line
     logged = [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4, 5, 6, 6]  # iteration 4 once: the abandoned record is gone; 6 twice: loss, eval
+
+
+# ---------------------------------------------------------------- issue 17, 5: any image that can be read
+
+
+@pytest.mark.parametrize("resize", ["torchvision", "mmdet"])
+def test_extreme_shapes_get_detections_or_none(resize, trained, tmp_path, capsys):
+    sizes = {"wide": (10, 10000), "tall": (10000, 10), "dot": (1, 1), "line": (1, 5000)}  # (h, w)
+    rng = np.random.default_rng(0)
+    for name, size in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "drawn"
+    code, line = cli(capsys, "infer", TINY, trained / "model_final.pth", *(tmp_path / f"{n}.png" for n in sizes),
+                     "--out", out, "--score-thresh", "0", "--set", f"data.resize={resize!r}")
+    assert code == 0, line
+    predictions = json.loads((out / "predictions.json").read_text())
+    for name, (h, w) in sizes.items():
+        boxes = np.array(predictions[str(tmp_path / f"{name}.png")]["boxes"]).reshape(-1, 4)
+        assert len(boxes) and (boxes >= 0).all() and (boxes[:, 0::2] <= w).all() and (boxes[:, 1::2] <= h).all()
+        assert Image.open(out / f"{name}.png").size == (w, h)

@@ -41,6 +41,9 @@ def resize_image(image: Tensor, *, short: int, max_size: int) -> Tensor:
     with the arithmetic of torchvision's ``GeneralizedRCNNTransform.resize`` (bilinear)."""
     h, w = image.shape[-2:]
     scale = min(short / min(h, w), max_size / max(h, w))
+    if min(h, w) * scale < 1:  # a side under one pixel (a 10000 x 10 image), where torchvision fails: one pixel
+        return F.interpolate(image[None], size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="bilinear",
+                             align_corners=False)[0]
     return F.interpolate(
         image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
     )[0]
@@ -58,7 +61,7 @@ def mmdet_resize_image(image: Tensor, *, short: int, max_size: int) -> Tensor:
         raise ValueError("Resize(convention='mmdet') needs 0-255 integer pixels: resize before Normalize")
     h, w = image.shape[-2:]
     scale = min(max(short, max_size) / max(h, w), min(short, max_size) / min(h, w))
-    size = int(w * scale + 0.5), int(h * scale + 0.5)  # (w, h), as cv2 takes it
+    size = max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))  # (w, h), as cv2 takes it; 1 pixel at least
     resized = cv2.resize(pixels.permute(1, 2, 0).contiguous().numpy(), size, interpolation=cv2.INTER_LINEAR)
     return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))
 
