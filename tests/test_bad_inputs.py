@@ -923,3 +923,71 @@ def test_extreme_shapes_get_detections_or_none(resize, trained, tmp_path, capsys
         boxes = np.array(predictions[str(tmp_path / f"{name}.png")]["boxes"]).reshape(-1, 4)
         assert len(boxes) and (boxes >= 0).all() and (boxes[:, 0::2] <= w).all() and (boxes[:, 1::2] <= h).all()
         assert Image.open(out / f"{name}.png").size == (w, h)
+
+
+# ---------------------------------------------------------------- issue 17, 7: class names compared before inference
+
+
+def swap_names(d):
+    d["categories"][0]["name"], d["categories"][1]["name"] = d["categories"][1]["name"], d["categories"][0]["name"]
+
+
+def drop_triangles(d):
+    d["categories"] = d["categories"][:2]
+    d["annotations"] = [a for a in d["annotations"] if a["category_id"] != 3]
+
+
+def add_stars(d):
+    d["categories"].append({"id": 4, "name": "star", "supercategory": "shape"})
+
+
+@pytest.mark.parametrize("change, code, says", [
+    (swap_names, 0, r"{ckpt} and {ann} name their categories differently \(id 1 is 'circle' there but "
+                    r"'square' here; id 2 is 'square' there but 'circle' here\): detections are scored against the "
+                    r"dataset's category of the same id"),
+    (add_stars, 0, r"{ann} has categories 4 \('star'\) that {ckpt} does not predict: their AP is 0"),
+    (drop_triangles, 2, r"detzoo test: error: {ckpt} predicts category ids 3 \('triangle'\), which {ann} lacks "
+                        r"\(its categories: 1 \('circle'\), 2 \('square'\)\): evaluate it on a dataset of its "
+                        r"categories"),
+])
+def test_testing_on_a_dataset_of_other_classes_says_what_differs_before_inference(change, code, says, data, trained,
+                                                                                   capsys, caplog):
+    ann = edit_json(data / "val" / "annotations.json", change)
+    results = data / "results.json"
+    results.write_text("[]")
+    before = digests(ann, results, trained)
+    ckpt = trained / "model_final.pth"
+    assert main(["test", TINY, str(ckpt), "--out", str(results), *sets(*data_overrides(data))]) == code
+    err = capsys.readouterr().err
+    said = caplog.text + err  # the warnings are logged, the error printed
+    assert re.search(says.format(ckpt=f"checkpoint {re.escape(str(ckpt))}", ann=re.escape(str(ann))), said), said
+    assert "inference" not in err or code == 0  # refused before the inference pass (its progress bar)
+    assert digests(ann, trained) == {k: v for k, v in before.items() if k != results}
+    assert (digests(results) == {results: before[results]}) == (code == 2)
+
+
+def test_training_with_a_validation_set_of_other_classes_stops_at_once(data, tmp_path, capsys):
+    ann = edit_json(data / "val" / "annotations.json", drop_triangles)
+    work = tmp_path / "work"
+    fails(capsys, "train", TINY, "--work-dir", work, *sets(*data_overrides(data)), culprit=ann,
+          match=r"train/annotations.json predicts category ids 3 \('triangle'\), which .* lacks")
+    assert not (work / "checkpoint.pth").exists() and not (work / "log.jsonl").exists()
+
+
+# ---------------------------------------------------------------- issue 17, 8: smaller ones
+
+
+def test_a_square_image_with_a_90_degree_exif_tag_is_warned_about(data, capsys, caplog):
+    ann = data / "train" / "annotations.json"
+    name = data / "train" / "images" / json.loads(ann.read_text())["images"][0]["file_name"]
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    with Image.open(name) as im:
+        assert im.width == im.height
+        im.save(name, exif=exif.tobytes())
+    before = digests(data / "train")
+    code, line = cli(capsys, "browse", TINY, *sets(*data_overrides(data)), "--out", data / "browsed", "--num", "1")
+    assert code == 0, line
+    assert f"image {name} is square and its EXIF orientation (8) turns it by 90 degrees when displayed; detzoo reads " \
+           "the stored pixels" in caplog.text
+    assert digests(data / "train") == before

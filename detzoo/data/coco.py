@@ -54,6 +54,7 @@ logger = logging.getLogger("detzoo.data")
 _SHOWN_IDS = 5  # how many offending ids / files an error or warning lists
 _EXIF_ORIENTATION = 0x0112
 _EXIF_TRANSPOSED = (5, 6, 7, 8)  # orientations that turn the image by 90 degrees when displayed
+_WARNED: set[str] = set()  # square images with such an orientation, warned about in this process
 
 
 @dataclass
@@ -224,8 +225,15 @@ def read_rgb(path: str | Path) -> np.ndarray:
 def read_image(path: Path, size: Size | None = None) -> Tensor:
     """(3, H, W) float32 RGB 0-255 by ``read_rgb``'s rules; when ``size`` (h, w) is given,
     another size on disk is a ``DataError`` naming the file (and its EXIF orientation
-    when that explains the difference)."""
+    when that explains the difference), and a square image whose EXIF orientation turns it
+    by 90 degrees, which no size check can catch, is a warning (once per file and process)."""
     rgb, orientation = _decode(Path(path))
+    if size is not None and orientation in _EXIF_TRANSPOSED and size[0] == size[1] and str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        logger.warning("image %s is square and its EXIF orientation (%d) turns it by 90 degrees when displayed; "
+                       "detzoo reads the stored pixels, the frame of COCO's annotations (docs/data_rules.md): if its "
+                       "annotations are in the displayed frame, store it turned (PIL.ImageOps.exif_transpose)",
+                       path, orientation)
     if size is not None and rgb.shape[:2] != tuple(size):
         exif = ""
         if orientation in _EXIF_TRANSPOSED and rgb.shape[1::-1] == tuple(size):

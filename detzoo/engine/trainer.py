@@ -33,7 +33,7 @@ from detzoo.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from detzoo.engine.evaluate import evaluate, model_inputs
+from detzoo.engine.evaluate import compare_classes, evaluate, model_inputs
 from detzoo.engine.inference import autocast_dtype
 from detzoo.engine.schedule import WarmupMultiStepLR, check_optim, resolve_schedule, scale_lr
 from detzoo.engine.workdir import CHECKPOINT, FINAL, LOG, TENSORBOARD, claim_work_dir
@@ -261,6 +261,8 @@ def _train(cfg: Mapping[str, Any], *, work_dir: Path, resume: bool) -> dict[str,
             f"{len(train_set.class_names)} categories; set --set {key}={len(train_set.class_names)}"
         )
     val_set = build_dataset(data, "val", model.pixel_format, train=False, **targets) if "val" in data else None
+    if val_set is not None and "proposals" not in outputs:  # now, not at the first evaluation
+        compare_classes(train_set.cat_ids, train_set.class_names, train_set.ann_file, val_set)
 
     batch = data["images_per_gpu"] * world
     loader_args = dict(batch_size=data["images_per_gpu"], num_workers=data["num_workers"], seed=runtime["seed"])
