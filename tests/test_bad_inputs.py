@@ -896,6 +896,7 @@ def test_ctrl_c_names_the_checkpoint_left_and_the_resume_command_and_the_log_res
     assert line.startswith(f"detzoo train: interrupted; the last checkpoint, {work / 'checkpoint.pth'} (iteration 3), "
                            "is left as it was: resume from it: detzoo train "), line
     assert [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert load_checkpoint(work / "checkpoint.pth")["iteration"] == 3
     monkeypatch.setattr(trainer.TrainingLog, "write", write)
     command = shlex.split(line.split(": detzoo train ", 1)[1])
     assert "--resume" in command
@@ -903,6 +904,18 @@ def test_ctrl_c_names_the_checkpoint_left_and_the_resume_command_and_the_log_res
     assert code == 0, line
     logged = [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4, 5, 6, 6]  # iteration 4 once: the abandoned record is gone; 6 twice: loss, eval
+
+
+def test_overwrite_removes_nothing_when_the_new_run_is_refused(trained, synth_data, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(trained, work)
+    before = digests(work)
+    fails(capsys, "train", TINY, "--work-dir", work, "--overwrite", *sets(*data_overrides(synth_data), "optim.lr=-1"),
+          culprit="optim.lr", match="must be a positive number, got -1$")
+    assert digests(work) == before
+    fails(capsys, "train", TINY, "--work-dir", work, "--overwrite", "--resume", *sets(*data_overrides(synth_data)),
+          culprit="--resume", match="give one of them")
+    assert digests(work) == before
 
 
 # ---------------------------------------------------------------- issue 17, 5: any image that can be read
@@ -915,6 +928,7 @@ def test_extreme_shapes_get_detections_or_none(resize, trained, tmp_path, capsys
     for name, size in sizes.items():
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
     out = tmp_path / "drawn"
+    before = digests(tmp_path)
     code, line = cli(capsys, "infer", TINY, trained / "model_final.pth", *(tmp_path / f"{n}.png" for n in sizes),
                      "--out", out, "--score-thresh", "0", "--set", f"data.resize={resize!r}")
     assert code == 0, line
@@ -923,6 +937,7 @@ def test_extreme_shapes_get_detections_or_none(resize, trained, tmp_path, capsys
         boxes = np.array(predictions[str(tmp_path / f"{name}.png")]["boxes"]).reshape(-1, 4)
         assert len(boxes) and (boxes >= 0).all() and (boxes[:, 0::2] <= w).all() and (boxes[:, 1::2] <= h).all()
         assert Image.open(out / f"{name}.png").size == (w, h)
+    assert {path: digest for path, digest in digests(tmp_path).items() if out not in path.parents} == before
 
 
 # ---------------------------------------------------------------- issue 17, 7: class names compared before inference

@@ -36,7 +36,7 @@ from detzoo.engine.checkpoint import (
 from detzoo.engine.evaluate import compare_classes, evaluate, model_inputs
 from detzoo.engine.inference import autocast_dtype
 from detzoo.engine.schedule import WarmupMultiStepLR, check_optim, resolve_schedule, scale_lr
-from detzoo.engine.workdir import CHECKPOINT, FINAL, LOG, TENSORBOARD, claim_work_dir
+from detzoo.engine.workdir import CHECKPOINT, FINAL, LOG, TENSORBOARD, claim_work_dir, remove_earlier_run
 from detzoo.errors import UserError
 from detzoo.evaluation.coco import format_table
 from detzoo.layers.norm import is_norm
@@ -175,7 +175,7 @@ class TrainingLog:
     def begin(self, iteration: int) -> None:
         """Start the log at ``iteration``: drop the records of later iterations (those a
         resumed run abandoned), or every record for a fresh run (0)."""
-        if not distributed.is_main() or not self.path.exists():
+        if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines(keepends=True)
                 if line.strip() and json.loads(line).get("iter", 0) <= iteration]
@@ -232,10 +232,10 @@ def train(
     the run holds alone (``detzoo.engine.workdir``: locked; a fresh run into one with an earlier
     run's checkpoint needs ``overwrite``; Ctrl-C raises ``TrainingInterrupted``)."""
     with claim_work_dir(Path(work_dir), resume=resume, overwrite=overwrite):
-        return _train(cfg, work_dir=Path(work_dir), resume=resume)
+        return _train(cfg, work_dir=Path(work_dir), resume=resume, overwrite=overwrite)
 
 
-def _train(cfg: Mapping[str, Any], *, work_dir: Path, resume: bool) -> dict[str, Any]:
+def _train(cfg: Mapping[str, Any], *, work_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
     check_keys("config", cfg, CONFIG_KEYS)
     optim, runtime = cfg["optim"], cfg["runtime"]
     check_keys("optim", optim, OPTIM_KEYS)
@@ -283,7 +283,6 @@ def _train(cfg: Mapping[str, Any], *, work_dir: Path, resume: bool) -> dict[str,
         set_rng_state(rank_rng_state(state["rng"], path=work_dir / CHECKPOINT, rank=rank, world=world))
         if state.get("scaler"):  # empty when written without fp16: the scaler starts afresh
             scaler.load_state_dict(state["scaler"])
-    log.begin(start)
     # built after resuming, from the config: the lr at each iteration is its schedule's
     scheduler = WarmupMultiStepLR(
         optimizer,
@@ -295,6 +294,9 @@ def _train(cfg: Mapping[str, Any], *, work_dir: Path, resume: bool) -> dict[str,
     )
     meta = _checkpoint_meta(cfg, train_set)
     if distributed.is_main():
+        if overwrite:  # only now, with the config, data and model built: a mistake in them costs no earlier run
+            remove_earlier_run(work_dir)
+        log.begin(start)
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "config.py").write_text(dump_config(dict(cfg)))
     device_ids = [device.index] if device.type == "cuda" else None

@@ -9,9 +9,10 @@ main process; under torchrun, rank 0):
   when its process dies, however it dies, so a lock left by a killed run is stale at once:
   the next run takes it over, with a warning naming the run that left it.
 - a fresh training (without ``resume``) into a work dir that holds an earlier run's
-  ``checkpoint.pth`` or ``model_final.pth`` is refused unless ``overwrite``, which removes
-  that run's files (``RUN_FILES``) first, so that checkpoints, ``config.py`` and ``log.jsonl``
-  are always one run's.
+  ``checkpoint.pth`` or ``model_final.pth`` is refused unless ``overwrite``; then the trainer
+  removes that run's files (``remove_earlier_run``) once its config, data and model are
+  built, before it writes anything, so that checkpoints, ``config.py`` and ``log.jsonl`` are
+  always one run's and a mistake in the config costs no earlier run.
 - ``KeyboardInterrupt`` (Ctrl-C) becomes ``TrainingInterrupted``, whose message names the
   checkpoint left and its iteration.
 """
@@ -57,8 +58,8 @@ def claim_work_dir(work_dir: Path, *, resume: bool, overwrite: bool) -> Iterator
     main = int(os.environ.get("RANK", "0")) == 0  # torch.distributed is not initialised yet
     lock = _lock(work_dir) if main else None
     try:
-        if main and not resume:
-            _clear(work_dir, overwrite=overwrite)
+        if main and not resume and not overwrite:
+            _refuse_earlier_run(work_dir)
         yield
     except KeyboardInterrupt:
         checkpoint = work_dir / CHECKPOINT
@@ -104,16 +105,19 @@ def _lock(work_dir: Path) -> int:
     return fd
 
 
-def _clear(work_dir: Path, *, overwrite: bool) -> None:
-    """Before a fresh training: refuse a work dir holding an earlier run's checkpoint, or
-    with ``overwrite`` remove that run's files."""
+def _refuse_earlier_run(work_dir: Path) -> None:
+    """Before a fresh training: an ``OutputError`` if ``work_dir`` holds an earlier run's checkpoint."""
     earlier = [name for name in (CHECKPOINT, FINAL) if (work_dir / name).exists()]
-    if not earlier:
-        return
-    if not overwrite:
+    if earlier:
         raise OutputError(f"work dir {work_dir} holds {' and '.join(earlier)} of an earlier run: continue it with "
                           "--resume, or start afresh with --overwrite (which removes its checkpoints and log)")
-    for name in RUN_FILES:
+
+
+def remove_earlier_run(work_dir: Path) -> None:
+    """``--overwrite``: remove the files of the run that was in ``work_dir`` (``RUN_FILES``)."""
+    found = [name for name in RUN_FILES if (work_dir / name).exists()]
+    for name in found:
         path = work_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    logger.warning("--overwrite: removed the earlier run's %s from %s", ", ".join(RUN_FILES), work_dir)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if found:
+        logger.warning("--overwrite: removed the earlier run's %s from %s", ", ".join(found), work_dir)
