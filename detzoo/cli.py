@@ -57,7 +57,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     if "proposals" not in detector.model.outputs:  # an RPN's proposals have no class
         compare_classes(detector.cat_ids, detector.class_names, f"checkpoint {args.checkpoint}", dataset)
     if args.out:  # before the inference
-        refuse_overwriting([args.out], [args.config, args.checkpoint, dataset.ann_file, dataset.proposals_file or ""])
+        refuse_overwriting([args.out], [args.config, args.checkpoint, dataset.ann_file, dataset.proposals_file])
     metrics = evaluate(
         detector.model, dataset, cat_ids=detector.cat_ids, out=args.out, tta=tta,
         amp=detector.config["runtime"].get("amp"),
@@ -185,7 +185,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     from detzoo.tools.benchmark import benchmark
 
     if args.json:
-        refuse_overwriting([args.json], [args.config, args.checkpoint or "", *args.images])
+        refuse_overwriting([args.json], [args.config, args.checkpoint, *args.images])
     result = benchmark(
         args.config,
         args.checkpoint,

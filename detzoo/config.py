@@ -68,10 +68,10 @@ def apply_overrides(cfg: dict, overrides: Sequence[str], *, given_by: str = "--s
     literal, or else (and for a literal other than a string, dict or None) a string where
     the key holds a string or None. It must be of the kind the key holds (``_fits``): a
     number for a number, a list or tuple for a list or tuple... A dict merges into the
-    dict the key holds, key by key and checked alike (as mmengine merges), unless it
-    holds ``_delete_=True``: then it replaces it. Anything else (``optim.lr=abc``,
-    ``optim.lr="'abc'"``, ``data.images_per_gpu=[2]``, an unknown key) is a
-    ``ConfigError`` naming the key and the value, after ``given_by`` and the item."""
+    dict the key holds, key by key and checked alike, keys the dict lacks added (as
+    mmengine merges), unless it holds ``_delete_=True``: then it replaces it. Anything else
+    (``optim.lr=abc``, ``optim.lr="'abc'"``, ``data.images_per_gpu=[2]``, an unknown dotted
+    key) is a ``ConfigError`` naming the key and the value, after ``given_by`` and the item."""
     out = copy.deepcopy(cfg)
     for item in overrides:
         try:
@@ -266,10 +266,8 @@ def _new_value(key: str, current: Any, value: Any) -> Any:
         if value.get("_delete_"):
             return merge({}, value)
         merged = dict(current)
-        for sub, sub_value in value.items():
-            if sub not in current:
-                raise ConfigError(_unknown_key(key, sub, current))
-            merged[sub] = _new_value(f"{key}.{sub}", current[sub], sub_value)
+        for sub, sub_value in value.items():  # a key the section lacks is added (its constructor checks it)
+            merged[sub] = _new_value(f"{key}.{sub}", current[sub], sub_value) if sub in current else sub_value
         return merged
     if not _fits(value, current):
         raise ConfigError(f"{value!r} ({_kind(value)}) is not a valid value for {key}, which holds "

@@ -92,12 +92,12 @@ def _disk_full(error: BaseException | None) -> bool:
     return False
 
 
-def refuse_overwriting(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
+def refuse_overwriting(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
     """An ``OutputError`` before anything is written when one of ``outputs`` is one of
-    ``inputs`` (the same file, however it is named) or another of ``outputs``: a command
-    never replaces a file it reads, nor writes one file twice."""
+    ``inputs`` (the same file, however it is named; None: no such input) or another of
+    ``outputs``: a command never replaces a file it reads, nor writes one file twice."""
     by_name: dict[str, list[Path]] = collections.defaultdict(list)
-    for path in map(Path, inputs):
+    for path in (Path(p) for p in inputs if p is not None):
         by_name[path.name.lower()].append(path)
     written: dict[str, Path] = {}
     for path in map(Path, outputs):
