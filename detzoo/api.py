@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor, nn
 
-from detzoo.config import apply_overrides, load_config
+from detzoo.config import ConfigError, apply_overrides, load_config
 from detzoo.data.coco import read_image, rgb_array, rgb_tensor
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose
@@ -151,7 +151,14 @@ def build_detector(
     with ``runtime.compile``."""
     meta = checkpoint.get("meta", {})
     cfg = apply_overrides(config_with_meta(cfg, meta, source=source), overrides)
-    model = build_model(cfg["model"])
+    try:
+        model = build_model(cfg["model"])
+    except ConfigError as e:  # a value the checkpoint set, not the config's: say so
+        given = "".join(overrides)
+        recorded = [key for key in meta.get("config_overrides") or {} if key in str(e) and key not in given]
+        if not recorded:
+            raise
+        raise ConfigError(f"{e} ({', '.join(recorded)}: set by checkpoint {source}, meta.config_overrides)") from None
     if "model" in checkpoint:
         load_state(model, checkpoint["model"], source)
     if cfg["runtime"].get("compile"):  # configs stored before runtime.compile lack it

@@ -166,11 +166,18 @@ class Resize:
 
     def __post_init__(self) -> None:
         if not self.scales:
-            raise ConfigError("Resize: scales (data.train_scales / data.test_scale) must name at least one shorter-side size")
+            raise ConfigError(
+                "Resize: scales (data.train_scales / data.test_scale) must name at least one shorter-side size"
+            )
         if self.convention not in RESIZE_CONVENTIONS:
-            raise ConfigError(f"Resize: convention (data.resize) must be one of {RESIZE_CONVENTIONS}, got {self.convention!r}")
+            raise ConfigError(
+                f"Resize: convention (data.resize) must be one of {RESIZE_CONVENTIONS}, got {self.convention!r}"
+            )
         if self.ratio_range is not None and not 0 < self.ratio_range[0] <= self.ratio_range[1]:
-            raise ConfigError(f"Resize: ratio_range (data.scale_ratio_range) must be (lo, hi) with 0 < lo <= hi, got {self.ratio_range}")
+            raise ConfigError(
+                f"Resize: ratio_range (data.scale_ratio_range) must be (lo, hi) with 0 < lo <= hi, "
+                f"got {self.ratio_range}"
+            )
 
     def __call__(
         self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
@@ -245,7 +252,9 @@ class Pad:
     ) -> tuple[Tensor, ...]:
         h, w = image.shape[-2:]
         if h > self.size[0] or w > self.size[1]:
-            raise ConfigError(f"Pad: image (h, w) {(h, w)} is larger than the pad size (data.pad_size) {tuple(self.size)}")
+            raise ConfigError(
+                f"Pad: image (h, w) {(h, w)} is larger than the pad size (data.pad_size) {tuple(self.size)}"
+            )
         return F.pad(image, (0, self.size[1] - w, 0, self.size[0] - h)), *instances
 
 
