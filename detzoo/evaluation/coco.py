@@ -144,10 +144,10 @@ def evaluate_coco(
     return {name: float(value) for name, value in zip(names, coco_eval.stats)}
 
 
-def _evaluable(ann: dict, iou_type: str, image: dict) -> dict | str | None:
+def _evaluable(ann: dict, iou_type: str, image: dict | None) -> dict | str | None:
     """``ann`` as COCOeval can use it for ``iou_type`` (a copy if anything was filled in or
     dropped), None when it has nothing to evaluate there, or what makes its RLE unusable;
-    see ``evaluable_ground_truth``. ``image``: its entry in the ground truth."""
+    see ``evaluable_ground_truth``. ``image``: its entry in the ground truth, if any."""
     out = ann if "area" in ann else {**ann, "area": float(ann["bbox"][2] * ann["bbox"][3])}
     if iou_type == "segm":
         segm = ann.get("segmentation")
@@ -160,7 +160,7 @@ def _evaluable(ann: dict, iou_type: str, image: dict) -> dict | str | None:
         elif not isinstance(segm, dict):
             return None
         else:
-            return rle_problem(segm, (image["height"], image["width"])) or out
+            return rle_problem(segm, None if image is None else (image["height"], image["width"])) or out
     if iou_type == "keypoints":
         if "num_keypoints" not in ann or not ann.get("keypoints"):
             keypoints = ann.get("keypoints") or [0.0] * (3 * _NUM_KEYPOINTS)
@@ -181,7 +181,7 @@ def evaluable_ground_truth(coco_gt: COCO, iou_type: str) -> COCO:
     What was left out is logged."""
     fixed, left_out, malformed = {}, [], {}
     for ann in coco_gt.dataset.get("annotations", []):
-        usable = _evaluable(ann, iou_type, coco_gt.imgs[ann["image_id"]])
+        usable = _evaluable(ann, iou_type, coco_gt.imgs.get(ann["image_id"]))
         if usable is None:
             left_out.append(ann["id"])
         elif isinstance(usable, str):
