@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -9,7 +10,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor, nn
 
-from detzoo.config import apply_overrides, load_config
+from detzoo.config import ConfigError, apply_overrides, load_config
 from detzoo.data.coco import read_image, rgb_array, rgb_tensor
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose
@@ -18,7 +19,10 @@ from detzoo.engine.checkpoint import load_state
 from detzoo.engine.inference import predict_images
 from detzoo.engine.tta import build_tta
 from detzoo.structures import Instances
+from detzoo.zoo.converters import CONVENTION_KEYS
 from detzoo.zoo.weights import read_detector, read_weights
+
+logger = logging.getLogger("detzoo.api")
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -37,10 +41,24 @@ def _to_tensor(image: ImageInput) -> Tensor:
     return rgb_tensor(image)
 
 
-def config_with_meta(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
-    """Apply the conventions a converted checkpoint records (``config_overrides``)."""
-    overrides = meta.get("config_overrides", {})
-    return apply_overrides(dict(cfg), [f"{key}={value!r}" for key, value in overrides.items()])
+def config_with_meta(cfg: Mapping[str, Any], meta: Mapping[str, Any], *, source: str | Path) -> dict:
+    """Apply the conventions that checkpoint ``source`` records (``meta.config_overrides``,
+    written by ``detzoo.zoo.converters``): only keys of ``CONVENTION_KEYS``, each value
+    checked as a ``--set`` value is, and logged. Any other key (a data path, the schedule)
+    is a ``CheckpointError`` naming the checkpoint and the key: a downloaded file may not
+    rewrite the config."""
+    overrides = meta.get("config_overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise CheckpointError(f"checkpoint {source}: meta.config_overrides is a {type(overrides).__name__}, "
+                              "not a dict of config keys")
+    refused = [key for key in overrides if key not in CONVENTION_KEYS]
+    if refused:
+        raise CheckpointError(f"checkpoint {source} sets config key {refused[0]!r} (meta.config_overrides), which is "
+                              "not one of the model conventions detzoo's converters record: refused")
+    items = [f"{key}={value!r}" for key, value in overrides.items()]
+    if items:
+        logger.info("checkpoint %s sets the conventions it records: %s", source, ", ".join(items))
+    return apply_overrides(dict(cfg), items, given_by=f"checkpoint {source} sets")
 
 
 class Detector(nn.Module):
@@ -109,8 +127,15 @@ def build_detector(
     ``overrides``, and its weights (if it has any) loaded strictly; its network compiled
     with ``runtime.compile``."""
     meta = checkpoint.get("meta", {})
-    cfg = apply_overrides(config_with_meta(cfg, meta), overrides)
-    model = build_model(cfg["model"])
+    cfg = apply_overrides(config_with_meta(cfg, meta, source=source), overrides)
+    try:
+        model = build_model(cfg["model"])
+    except ConfigError as e:  # a value the checkpoint set, not the config's: say so
+        given = "".join(overrides)
+        recorded = [key for key in meta.get("config_overrides") or {} if key in str(e) and key not in given]
+        if not recorded:
+            raise
+        raise ConfigError(f"{e} ({', '.join(recorded)}: set by checkpoint {source}, meta.config_overrides)") from None
     if "model" in checkpoint:
         load_state(model, checkpoint["model"], source)
     if cfg["runtime"].get("compile"):  # configs stored before runtime.compile lack it
@@ -162,7 +187,9 @@ def load_model(
     return build_detector(cfg, ckpt, overrides=overrides, source=source).to(device).eval()
 
 
-def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def train(
+    cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
     """Train the model of ``cfg`` (``detzoo.engine.trainer.train``), starting a fresh run
     from the detector that ``runtime.load_from`` names, if any: a zoo model name or a
     checkpoint file of detzoo or of a toolbox it converts (``detzoo.zoo.weights.read_detector``)."""
@@ -170,4 +197,4 @@ def train(cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False)
 
     source = cfg["runtime"].get("load_from")
     checkpoint = None if source is None or resume else read_detector(source)
-    return train_model(cfg, work_dir=work_dir, resume=resume, load_from=checkpoint)
+    return train_model(cfg, work_dir=work_dir, resume=resume, overwrite=overwrite, load_from=checkpoint)

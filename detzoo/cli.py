@@ -7,14 +7,12 @@ import json
 import logging
 import shlex
 import sys
-import traceback
 from pathlib import Path
 
 from tqdm import tqdm
 
-import detzoo
 from detzoo.config import apply_overrides, load_config
-from detzoo.errors import UserError
+from detzoo.errors import InputError, MissingFileError, UserError
 from detzoo.zoo.converters import CONVERTERS
 
 
@@ -25,25 +23,34 @@ def _config(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> None:
     from detzoo.api import train
     from detzoo.engine.trainer import NonFiniteLossError
+    from detzoo.engine.workdir import CHECKPOINT, TrainingInterrupted
 
-    work_dir = args.work_dir or Path("work_dirs") / Path(str(args.config)).stem
+    work_dir = Path(args.work_dir or Path("work_dirs") / Path(str(args.config)).stem)
+
+    def again(resume: bool, sets: list[str]) -> str:
+        """The command that goes on: resuming, or starting afresh (over this run's checkpoint)."""
+        start = ["--resume"] if resume else ["--overwrite"] if (work_dir / CHECKPOINT).exists() else []
+        return shlex.join(["detzoo", "train", str(args.config), "--work-dir", str(work_dir), *start,
+                           *(arg for s in sets for arg in ("--set", s))])
+
     cfg = _config(args)
     if args.load_from is not None:
         cfg = apply_overrides(cfg, [f"runtime.load_from={args.load_from!r}"])
     try:
-        train(cfg, work_dir=work_dir, resume=args.resume)
+        train(cfg, work_dir=work_dir, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as e:  # add the command that goes on with the lower lr
         sets = [s for s in args.set if not s.startswith("optim.lr=")] + [f"optim.lr={e.lr:g}"]
-        command = ["detzoo", "train", str(args.config), "--work-dir", str(work_dir),
-                   *(["--resume"] if e.resumable else []), *(arg for s in sets for arg in ("--set", s))]
-        raise NonFiniteLossError(f"{e}: {shlex.join(command)}", lr=e.lr, resumable=e.resumable) from e
+        raise NonFiniteLossError(f"{e}: {again(e.resumable, sets)}", lr=e.lr, resumable=e.resumable) from e
+    except TrainingInterrupted as e:
+        raise TrainingInterrupted(f"{e}: {again(e.resumable, args.set)}", resumable=e.resumable) from None
 
 
 def cmd_test(args: argparse.Namespace) -> None:
     from detzoo.api import load_model
     from detzoo.data.build import build_dataset
     from detzoo.engine import distributed
-    from detzoo.engine.evaluate import evaluate
+    from detzoo.engine.checkpoint import refuse_overwriting
+    from detzoo.engine.evaluate import compare_classes, evaluate
     from detzoo.engine.tta import build_tta
     from detzoo.evaluation.coco import format_table
 
@@ -51,6 +58,10 @@ def cmd_test(args: argparse.Namespace) -> None:
     detector = load_model(args.config, args.checkpoint, device=device, overrides=args.set)
     tta = build_tta(detector.config["data"], detector.model) if args.tta else None
     dataset = build_dataset(detector.config["data"], "val", detector.model.pixel_format, train=False)
+    if "proposals" not in detector.model.outputs:  # an RPN's proposals have no class
+        compare_classes(detector.cat_ids, detector.class_names, f"checkpoint {args.checkpoint}", dataset)
+    if args.out:  # before the inference
+        refuse_overwriting([args.out], [args.config, args.checkpoint, dataset.ann_file, dataset.proposals_file])
     metrics = evaluate(
         detector.model, dataset, cat_ids=detector.cat_ids, out=args.out, tta=tta,
         amp=detector.config["runtime"].get("amp"),
@@ -63,46 +74,68 @@ def cmd_test(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+def _image_files(paths: list[str]) -> list[Path]:
+    """The image files given and those in the folders given (not in their subfolders; by
+    the suffixes Pillow reads), each once; a path that is neither is a MissingFileError."""
+    from PIL import Image
+
+    suffixes = set(Image.registered_extensions())
+    files, missing = [], []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise MissingFileError(f"folder {path} holds no image file Pillow reads (.jpg, .png, ...)")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(str(path))
+    if missing:
+        raise MissingFileError(f"image file(s) not found: {', '.join(missing)}")
+    return list(dict.fromkeys(files))
+
+
 def cmd_infer(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from detzoo.api import load_model
     from detzoo.data.coco import read_rgb
-    from detzoo.engine.checkpoint import atomic_write
-    from detzoo.visualize import draw_detections, to_jsonable
+    from detzoo.engine.checkpoint import atomic_write, refuse_overwriting
+    from detzoo.visualize import draw_detections, drawing_paths, to_jsonable
 
-    missing = [path for path in args.images if not Path(path).is_file()]
-    if missing:  # before the model is loaded
-        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+    files = _image_files(args.images)  # before the model is loaded
+    drawings = drawing_paths(files, args.out)
+    refuse_overwriting([*drawings, Path(args.out) / "predictions.json"], [*files, args.config, args.checkpoint])
     if args.backend == "onnxruntime":
         from detzoo.export.onnx import load_onnx_detector
 
         if args.device != "cpu":
-            raise ValueError(f"--backend onnxruntime runs on the CPU, not --device {args.device}")
+            raise InputError(f"--backend onnxruntime runs on the CPU, not --device {args.device}")
         detector = load_onnx_detector(args.config, args.checkpoint, overrides=args.set)
     else:
         detector = load_model(args.config, args.checkpoint, device=args.device, overrides=args.set)
     # every image is read and predicted before anything is written
-    images = {str(path): read_rgb(path) for path in args.images}  # read once: predicted, then drawn
-    predictions = {path: detector.predict(rgb)[0] for path, rgb in images.items()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    images = [read_rgb(path) for path in files]  # read once: predicted, then drawn
+    predictions = [detector.predict(rgb)[0] for rgb in images]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     records = {}
-    for path, pred in predictions.items():
-        image = Image.fromarray(images[path])  # drawn as the model saw it (16-bit scaled, stored frame)
-        draw_detections(image, pred, score_thresh=args.score_thresh).save(out / (Path(path).stem + ".png"))
-        records[path] = to_jsonable(pred)
-    with atomic_write(out / "predictions.json", text=True) as f:
+    for path, rgb, pred, drawing in zip(files, images, predictions, drawings):
+        image = Image.fromarray(rgb)  # drawn as the model saw it (16-bit scaled, stored frame)
+        draw_detections(image, pred, score_thresh=args.score_thresh).save(drawing)
+        records[str(path)] = to_jsonable(pred)
+    with atomic_write(Path(args.out) / "predictions.json", text=True) as f:
         json.dump(records, f)
-    print(f"wrote {len(records)} drawn images and predictions.json to {out}")
+    print(f"wrote {len(records)} drawn images and predictions.json to {args.out}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from detzoo.api import build_detector
     from detzoo.config import load_config
-    from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, refuse_overwriting, save_checkpoint
     from detzoo.zoo.converters import convert_checkpoint
 
+    refuse_overwriting([args.out], [args.src, args.config])
     state = load_checkpoint(args.src)
     try:
         converted = convert_checkpoint(state, args.source)
@@ -115,8 +148,10 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from detzoo.engine.checkpoint import refuse_overwriting
     from detzoo.export.onnx import export_onnx
 
+    refuse_overwriting([args.out], [args.config, args.checkpoint])
     out = export_onnx(args.config, args.checkpoint, args.out, overrides=args.set, shape=args.shape, opset=args.opset)
     print(f"wrote {out}")
 
@@ -150,9 +185,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
-    from detzoo.engine.checkpoint import atomic_write
+    from detzoo.engine.checkpoint import atomic_write, refuse_overwriting
     from detzoo.tools.benchmark import benchmark
 
+    if args.json:
+        refuse_overwriting([args.json], [args.config, args.checkpoint, *args.images])
     result = benchmark(
         args.config,
         args.checkpoint,
@@ -209,8 +246,10 @@ def cmd_zoo_record(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
+    from detzoo.engine.checkpoint import refuse_overwriting
     from detzoo.tools.plot import plot_logs
 
+    refuse_overwriting([args.out], args.logs)
     panels = plot_logs(args.logs, args.out, keys=args.keys)
     print(f"wrote {args.out} ({'; '.join(panels)})")
 
@@ -247,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from this trained detector (fine-tuning; runtime.load_from): a checkpoint file of "
                         "detzoo, torchvision, mmdetection, detectron2 or Detectron, or a zoo model name; "
                         "iteration 0, fresh optimizer, class rows matched by name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a work dir that holds an earlier run's checkpoint, removing that run's files")
     p.set_defaults(fn=cmd_train)
 
     for name, fn, help_ in (("test", cmd_test, "evaluate a checkpoint on data.val"),
@@ -261,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--tta", action="store_true",
                            help="test-time augmentation as data.test_time_aug says (boxes and masks)")
         else:
-            p.add_argument("images", nargs="+")
+            p.add_argument("images", nargs="+", help="image files, or folders of them")
             p.add_argument("--out", required=True, help="folder for drawn PNGs and predictions.json")
             p.add_argument("--score-thresh", type=float, default=0.5)
             p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],
@@ -372,25 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"  # torch's text for a DataLoader worker's error
 
 
-def _raised_by_detzoo(error: BaseException) -> bool:
-    """Whether the innermost frame of ``error``'s traceback is in the detzoo package."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(Path(detzoo.__file__).parent)
-
-
 def user_error_message(error: BaseException) -> str | None:
     """The one line a command shows for ``error`` when bad input caused it, else None (a
-    bug, whose traceback is shown). Bad input is: a ``UserError`` (``ConfigError``,
-    ``CheckpointError``, ``DataError``, ``NonFiniteLossError``); a ``FileNotFoundError``
-    or another ``OSError`` naming a file (permissions, a directory for a file); and a
-    ``ValueError`` raised by detzoo's own input checks (the innermost frame in detzoo;
-    many checks predate ``UserError``). A ``ValueError`` from inside torch, numpy, Pillow
-    or pycocotools is a bug, or input detzoo should have checked: it keeps its traceback.
-    An error in a DataLoader worker, which torch re-raises with the worker's traceback in
-    its message, is shown as the worker's own message."""
-    if not (isinstance(error, (UserError, FileNotFoundError))
-            or isinstance(error, OSError) and error.filename is not None
-            or isinstance(error, ValueError) and _raised_by_detzoo(error)):
+    bug, whose traceback is shown). Bad input is a ``UserError``, raised by the check that
+    found it (``detzoo.errors``), or an ``OSError`` in which the operating system names a
+    file (permissions, a folder where a file should be). An error in a DataLoader worker,
+    which torch re-raises with the worker's traceback in its message, is shown as the
+    worker's own message."""
+    if not (isinstance(error, UserError) or isinstance(error, OSError) and error.filename is not None):
         return None
     text = str(error)
     _, worker, worker_traceback = text.partition(_WORKER_TRACEBACK)
@@ -406,15 +436,24 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join(["detzoo", *argv])
     try:
         args.fn(args)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (training says what it left and how to resume)
+        _close_progress_bars()
+        print(f"detzoo {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return 130
     except Exception as e:
         message = user_error_message(e)
         if message is None:
             raise  # a bug: its traceback
-        for bar in list(tqdm._instances):  # a progress bar the error cut short: end its line first
-            bar.close()
+        _close_progress_bars()
         print(f"detzoo {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _close_progress_bars() -> None:
+    """End the lines of the progress bars an error or Ctrl-C cut short, so its line is its own."""
+    for bar in list(tqdm._instances):
+        bar.close()
 
 
 if __name__ == "__main__":

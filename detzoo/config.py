@@ -69,28 +69,40 @@ def merge(base: dict, child: dict) -> dict:
     return out
 
 
-def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
+def apply_overrides(cfg: dict, overrides: Sequence[str], *, given_by: str = "--set") -> dict:
     """Return a copy of ``cfg`` with ``a.b.c=VALUE`` items applied: VALUE is a Python
-    literal, or else a string where the key holds a string or None; any other VALUE
-    (``optim.lr=abc``) is a ``ConfigError`` naming the key and the value."""
+    literal, or else (and for a literal other than a string, dict or None) a string where
+    the key holds a string or None. It must be of the kind the key holds (``_fits``): a
+    number for a number, a list or tuple for a list or tuple... A dict merges into the
+    dict the key holds, key by key and checked alike, keys the dict lacks added (as
+    mmengine merges), unless it holds ``_delete_=True``: then it replaces it. Anything else
+    (``optim.lr=abc``, ``optim.lr="'abc'"``, ``data.images_per_gpu=[2]``, an unknown dotted
+    key) is a ``ConfigError`` naming the key and the value, after ``given_by`` and the item."""
     out = copy.deepcopy(cfg)
     for item in overrides:
-        dotted, sep, text = item.partition("=")
-        if not sep or not all(dotted.split(".")):
-            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. optim.lr=0.01")
-        keys = dotted.split(".")
-        node = out
-        for depth, key in enumerate(keys):
-            where = ".".join(keys[:depth])
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {where!r} is a {type(node).__name__}, not a dict, "
-                                  f"so it has no key {key!r}")
-            if key not in node:
-                raise ConfigError(f"--set {item!r}: " + _unknown_key(where, key, node))
-            if depth < len(keys) - 1:
-                node = node[key]
-        node[keys[-1]] = _parse_value(item, text, node[keys[-1]])
+        try:
+            _apply(out, item)
+        except ConfigError as e:
+            raise ConfigError(f"{given_by} {item!r}: {e}") from None
     return out
+
+
+def _apply(cfg: dict, item: str) -> None:
+    """Apply one ``a.b.c=VALUE`` item of ``apply_overrides`` to ``cfg`` in place."""
+    dotted, sep, text = item.partition("=")
+    if not sep or not all(dotted.split(".")):
+        raise ConfigError("expected KEY.PATH=VALUE, e.g. optim.lr=0.01")
+    keys = dotted.split(".")
+    node = cfg
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[:depth])
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where!r} is a {type(node).__name__}, not a dict, so it has no key {key!r}")
+        if key not in node:
+            raise ConfigError(_unknown_key(where, key, node))
+        if depth < len(keys) - 1:
+            node = node[key]
+    node[keys[-1]] = _new_value(dotted, node[keys[-1]], _parse_value(dotted, text, node[keys[-1]]))
 
 
 def check_keys(section: str, cfg: Mapping, allowed: Iterable[str]) -> None:
@@ -145,9 +157,12 @@ def _load(path: Path, chain: tuple[Path, ...]) -> dict:
     if path in chain:
         raise ConfigError("_base_ cycle: " + " -> ".join(map(str, (*chain, path))))
     try:
-        source = path.read_text()
+        source = path.read_bytes().decode()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start})") from None
     own = _parse(source, str(path))
     bases = own.pop("_base_", [])
     if isinstance(bases, str):
@@ -228,16 +243,52 @@ def _not_allowed(filename: str, node: ast.AST) -> ConfigError:
                        "only NAME = <literal or dict(key=value, ...)> assignments are")
 
 
-def _parse_value(item: str, text: str, current: Any) -> Any:
-    """The value of ``--set item`` (``text`` after the '='), replacing ``current``."""
+def _parse_value(key: str, text: str, current: Any) -> Any:
+    """The value ``text`` given for ``key``, which holds ``current``."""
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         if current is None or isinstance(current, str):
             return text
-    key = item.partition("=")[0]
-    raise ConfigError(f"--set {item!r}: {text!r} is not a valid value for {key}, which holds "
-                      f"{type(current).__name__} {current!r}; give a Python literal, e.g. {key}={current!r}")
+        raise ConfigError(f"{text!r} is not a valid value for {key}, which holds "
+                          f"{type(current).__name__} {current!r}; give a Python literal, e.g. {key}={current!r}")
+    if isinstance(current, str) and not isinstance(value, (str, dict, type(None))):
+        return text  # a file or folder named 2017
+    return value
+
+
+def _kind(value: Any) -> str:
+    """What ``_fits`` compares: None, bool, number, str, sequence or dict (else the type's name)."""
+    if value is None or isinstance(value, bool):
+        return repr(value) if value is None else "bool"
+    for kind, types in (("number", (int, float)), ("str", str), ("sequence", (list, tuple)), ("dict", dict)):
+        if isinstance(value, types):
+            return kind
+    return type(value).__name__
+
+
+def _fits(value: Any, current: Any) -> bool:
+    """Whether ``value`` may replace ``current``: of the same kind, None for anything or
+    anything for None, and a dict for a str or a str for a dict (a named preset or its
+    spec, as ``schedule`` takes)."""
+    kinds = {_kind(value), _kind(current)}
+    return len(kinds) == 1 or "None" in kinds or kinds == {"str", "dict"}
+
+
+def _new_value(key: str, current: Any, value: Any) -> Any:
+    """``value`` for ``key`` (which holds ``current``) after ``_fits``; a dict merged into
+    the dict there unless it holds ``_delete_=True``."""
+    if isinstance(current, dict) and isinstance(value, dict):
+        if value.get("_delete_"):
+            return merge({}, value)
+        merged = dict(current)
+        for sub, sub_value in value.items():  # a key the section lacks is added (its constructor checks it)
+            merged[sub] = _new_value(f"{key}.{sub}", current[sub], sub_value) if sub in current else sub_value
+        return merged
+    if not _fits(value, current):
+        raise ConfigError(f"{value!r} ({_kind(value)}) is not a valid value for {key}, which holds "
+                          f"{_kind(current)} {current!r}")
+    return value
 
 
 def _dotted(section: str, key: Any) -> str:

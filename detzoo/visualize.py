@@ -3,10 +3,15 @@ masks blended in, keypoints as dots."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import collections
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from detzoo.errors import OutputError
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 MASK_ALPHA = 0.5
@@ -56,3 +61,31 @@ def draw_detections(
 
 def to_jsonable(prediction: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in prediction.items()}
+
+
+def drawing_paths(images: Sequence[str | Path], out: str | Path) -> list[Path]:
+    """One PNG file in ``out`` per image path, never two for one: ``<stem>.png``; for images
+    whose stems coincide, their path from the folder they share, separators as "_"
+    (``a/img.png``, ``b/img.png`` -> ``a_img.png``, ``b_img.png``), with the suffix where
+    that is not enough (``img.png``, ``img.jpg`` -> ``img_png.png``, ``img_jpg.png``).
+    Names are compared ignoring case (as some file systems do)."""
+    paths = [Path(os.path.abspath(p)) for p in images]
+    names = [p.stem for p in paths]
+    clashing = _clashing(names)
+    if clashing:
+        common = Path(os.path.commonpath([paths[i].parent for i in clashing]))
+        for i in clashing:
+            names[i] = "_".join(paths[i].relative_to(common).with_suffix("").parts)
+    for i in _clashing(names):
+        names[i] += "_" + paths[i].suffix.lstrip(".")
+    clashing = _clashing(names)
+    if clashing:
+        raise OutputError(f"images {images[clashing[0]]} and {images[clashing[1]]} would be drawn to one file "
+                          f"{Path(out) / names[clashing[0]]}.png; give each image once")
+    return [Path(out) / f"{name}.png" for name in names]
+
+
+def _clashing(names: Sequence[str]) -> list[int]:
+    """The positions of the names that another one equals, ignoring case."""
+    counts = collections.Counter(name.lower() for name in names)
+    return [i for i, name in enumerate(names) if counts[name.lower()] > 1]

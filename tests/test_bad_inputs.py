@@ -1,21 +1,30 @@
-"""The bad-input matrix (issue 8): every damaged file or value a user may hand detzoo ends
-in one line, ``detzoo CMD: error: ...``, naming the culprit, with exit code 2, and leaves
-existing checkpoints and outputs as they were; the inputs detzoo accepts (grayscale, RGBA,
-CMYK, 16-bit, EXIF-tagged images, boxes to skip or clip) come out as docs/data_rules.md
-says. Dataset-level rules already tested in test_data.py (degenerate, negative, outside
-and clipped boxes, unknown category) are exercised here through the command line."""
+"""The bad-input matrix (issues 8 and 17): every damaged file or value a user may hand
+detzoo ends in one line, ``detzoo CMD: error: ...``, naming the culprit, with exit code 2,
+and leaves existing checkpoints and outputs as they were; the inputs detzoo accepts
+(grayscale, RGBA, CMYK, 16-bit, EXIF-tagged images, boxes to skip or clip, extreme shapes)
+come out as docs/data_rules.md says. Dataset-level rules already tested in test_data.py
+(degenerate, negative, outside and clipped boxes, unknown category) are exercised here
+through the command line. Issue 17 added: nothing hangs (malformed RLEs), nothing is
+overwritten (outputs that are inputs, two trainings in one work dir), nothing is lost
+(disk full, Ctrl-C, an evaluation failing after training), a checkpoint sets only model
+conventions, and mismatched classes are named before inference."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
+import logging
+import multiprocessing
 import os
 import pickle
 import re
 import shlex
 import shutil
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +36,13 @@ from pycocotools.coco import COCO
 
 import detzoo
 from detzoo.cli import main
-from detzoo.data.coco import DataError, read_rgb
+from detzoo.data.coco import read_rgb
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
+from detzoo.engine import trainer
 from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detzoo.engine.schedule import WarmupMultiStepLR
+from detzoo.errors import DataError
 from detzoo.evaluation.coco import evaluate_coco
 from tests.conftest import TESTS, tiny_config
 
@@ -434,12 +445,39 @@ def test_convert_writes_nothing_when_its_check_fails(source, match, trained, tmp
     ("optim.lrr=0.1", r"unknown key 'optim.lrr'; did you mean 'lr'"),
     ("optim.lr=abc", r"'abc' is not a valid value for optim.lr, which holds float"),
     ("data.train_scales=[64,", r"'\[64,' is not a valid value for data.train_scales"),
+    # issue 17: values of another kind than the key holds, a dict merged key by key, values out of range
+    ("optim.lr='abc'", r"'abc' \(str\) is not a valid value for optim.lr, which holds number 0.04"),
+    ("data.images_per_gpu=[2]", r"\[2\] \(sequence\) is not a valid value for data.images_per_gpu, which holds "
+                                r"number 4"),
+    ("model.backbone={'deptth': 18}", r"unknown key 'model.backbone.deptth'; did you mean 'depth'"),
+    ("model.backbone={'depth': '18'}", r"'18' \(str\) is not a valid value for model.backbone.depth"),
+    ("optim.lr=-0.04", r"optim.lr must be a positive number, got -0.04$"),
+    ("optim.momentum=-0.9", r"optim.momentum must be a number >= 0, got -0.9$"),
+    ("model.roi_heads.num_classes=-1", r"model.roi_heads.num_classes must be a positive integer, got -1$"),
 ])
 def test_unknown_config_key_and_bad_value_name_them(override, match, trained, capsys):
     before = digests(trained)
     fails(capsys, "train", TINY, "--work-dir", trained, "--resume", "--set", override,
           culprit=override.split("=")[0], match=match)
     assert digests(trained) == before
+
+
+def test_a_dict_set_merges_into_the_section(synth_data, tmp_path, capsys):
+    work = tmp_path / "work"
+    code, line = cli(capsys, "train", TINY, "--work-dir", work,
+                     *sets(*data_overrides(synth_data), *SHORT, "model.backbone={'frozen_stages': 1}"))
+    assert code == 0, line
+    backbone = detzoo.config.load_config(work / "config.py")["model"]["backbone"]
+    assert backbone["frozen_stages"] == 1 and backbone["depth"] == 18 and backbone["stem_width"] == 8  # kept
+
+
+def test_a_config_that_is_not_utf8(tmp_path, capsys):
+    config = tmp_path / "latin1.py"
+    config.write_bytes(f'_base_ = "{TINY}"\n# r\xe9sum\xe9\n'.encode("latin-1"))
+    before = digests(config)
+    fails(capsys, "train", config, "--work-dir", tmp_path / "work", culprit=config,
+          match=r"is not UTF-8 text \(byte 0xe9 at offset \d+\)")
+    assert digests(config) == before and not (tmp_path / "work").exists()
 
 
 # ---------------------------------------------------------------- non-finite loss, resume with overrides
@@ -534,3 +572,443 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
     with pytest.raises(ValueError, match="cannot reshape"):
         main(["verify", "x"])
     assert isinstance(DataError("x"), ValueError)  # DataError is still a ValueError for callers that catch one
+
+
+# ---------------------------------------------------------------- issue 17: files, disk, proposals
+
+
+class FullDisk(io.FileIO):
+    """A file on a device with ``room`` bytes left: writing more raises ENOSPC, as the OS does."""
+
+    room = 2000
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_disk_full_while_saving_keeps_the_last_good_checkpoint(synth_data, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    saves = []
+
+    def open_on_a_filling_disk(file, mode="r", *args, **kwargs):  # the second checkpoint finds the disk full
+        saves.append(file)
+        return FullDisk(file, mode.replace("b", "")) if len(saves) == 2 else open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("detzoo.engine.checkpoint.open", open_on_a_filling_disk, raising=False)
+    fails(capsys, "train", TINY, "--work-dir", work,
+          *sets(*data_overrides(synth_data), "schedule={'iters': 6, 'steps': (4,)}", "runtime.checkpoint_interval=3"),
+          culprit=work / "checkpoint.pth",
+          match=r"no space left on the device to write .*checkpoint.pth: .* is left as it was")
+    assert load_checkpoint(work / "checkpoint.pth")["iteration"] == 3  # the good one
+    assert sorted(p.name for p in work.iterdir()) == ["checkpoint.pth", "config.py", "log.jsonl"]  # no temp file
+
+
+def test_proposals_member_that_is_not_a_numpy_array(synth_data, tmp_path, capsys):
+    bad = tmp_path / "proposals.npz"
+    with zipfile.ZipFile(bad, "w") as archive:
+        for key, array in (("image_ids", np.arange(8)), ("counts", np.zeros(8, np.int64)),
+                           ("scores", np.zeros(0, np.float32))):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+        archive.writestr("boxes", b"not an array")
+    fast = str(TESTS / "configs" / "tiny_fast_rcnn.py")
+    ckpt = tmp_path / "fast.pth"
+    save_checkpoint(ckpt, {"model": build_model(tiny_config(synth_data, name="tiny_fast_rcnn")["model"]).state_dict()})
+    results = tmp_path / "results.json"
+    results.write_text("[]")
+    before = digests(results, ckpt)
+    fails(capsys, "test", fast, ckpt, "--out", results,
+          *sets(*data_overrides(synth_data), f"data.val.proposals_file={bad}"), culprit=bad,
+          match=r"member\(s\) \['boxes'\] are not numpy arrays")
+    assert digests(results, ckpt) == before
+
+
+# ---------------------------------------------------------------- issue 17, 1: malformed RLEs never hang
+
+MASK = str(TESTS / "configs" / "tiny_mask_rcnn.py")
+SHORT_RLE = {"size": [64, 64], "counts": [100, 100]}  # runs adding up to 200, not 64 x 64: pycocotools loops
+
+
+def within(seconds: float, *argv) -> tuple[int, str]:
+    """``detzoo ARGV`` in a forked copy of this process, killed after ``seconds``: its exit
+    code and what it wrote to stderr (its log included). A hang in pycocotools' C code
+    ignores Ctrl-C and would stop the test run."""
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+
+    def child() -> None:
+        torch.set_num_threads(1)  # as a DataLoader worker: no thread pool inherited across the fork
+        stream = io.StringIO()
+        logging.getLogger().addHandler(logging.StreamHandler(stream))
+        with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(io.StringIO()):
+            code = main([str(a) for a in argv])
+        writer.send((code, stream.getvalue()))
+
+    process = context.Process(target=child)
+    process.start()
+    finished = reader.poll(seconds)
+    process.kill() if not finished else process.join()
+    assert finished, f"detzoo {argv[0]} still ran after {seconds} s"
+    return reader.recv()
+
+
+@pytest.fixture(scope="module")
+def trained_mask(synth_data, tmp_path_factory) -> Path:
+    """tiny Mask R-CNN trained 2 iterations: its model_final.pth."""
+    work = tmp_path_factory.mktemp("mask")
+    cfg = sets(*data_overrides(synth_data), "schedule={'iters': 2, 'steps': (1,)}")
+    assert main(["train", MASK, "--work-dir", str(work), *cfg]) == 0
+    return work / "model_final.pth"
+
+
+@pytest.mark.parametrize("counts", ["list", "compressed"])
+def test_evaluating_a_malformed_ground_truth_rle_ends_within_seconds(counts, data, trained_mask):
+    rle = SHORT_RLE if counts == "list" else mask_utils.frPyObjects(SHORT_RLE, 64, 64)
+    rle = {**rle, "counts": rle["counts"].decode()} if counts == "compressed" else rle
+    ann = edit_json(data / "val" / "annotations.json", lambda d: d["annotations"][0].update(segmentation=rle))
+    ann_id = json.loads(ann.read_text())["annotations"][0]["id"]
+    results = data / "results.json"
+    code, err = within(30, "test", MASK, trained_mask, "--out", results, *sets(*data_overrides(data)))
+    assert code == 0 and "Traceback" not in err, err
+    assert f"1 ground-truth annotation(s) with an RLE pycocotools cannot take left out of the segm evaluation, " \
+           f"ids {ann_id}; annotation {ann_id} has an RLE whose run lengths add up to 200, not 4096" in err
+    # the same ground truth through analyze, with the results just written
+    before = digests(ann, results)
+    code, err = within(30, "analyze", results, "--ann", ann, "--out", data / "analysis", "--type", "segm")
+    assert code == 0 and f"annotation {ann_id} has an RLE whose run lengths" in err, err
+    assert digests(ann, results) == before
+
+
+def test_a_malformed_result_rle_is_refused_naming_the_results_file(data, tmp_path):
+    ann = data / "val" / "annotations.json"
+    image_id = json.loads(ann.read_text())["images"][0]["id"]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": image_id, "category_id": 1, "bbox": [1, 1, 9, 9], "score": 0.9,
+                                    "segmentation": {"size": [64, 64], "counts": "PP"}}]))
+    out = tmp_path / "analysis"
+    code, err = within(30, "analyze", results, "--ann", ann, "--out", out, "--type", "segm")
+    assert code == 2 and err.strip() == (
+        f"detzoo analyze: error: {results}: result 0 (image {image_id}) has an RLE whose compressed counts cannot be "
+        "read: the string ends in the middle of a run length"), err
+    assert not out.exists()
+
+
+def test_training_with_a_malformed_rle_refuses_at_once_and_an_evaluation_failure_keeps_the_model(
+        data, tmp_path, monkeypatch, capsys):
+    ann = edit_json(data / "val" / "annotations.json", lambda d: d["annotations"][1].update(segmentation=SHORT_RLE))
+    ann_id = json.loads(ann.read_text())["annotations"][1]["id"]
+    work = tmp_path / "work"
+    cfg = sets(*data_overrides(data), "schedule={'iters': 2, 'steps': (1,)}")
+    fails(capsys, "train", MASK, "--work-dir", work, *cfg, culprit=ann,
+          match=rf"annotation {ann_id} \(image \d+\) has an RLE whose run lengths add up to 200, not 4096")
+    assert not (work / "checkpoint.pth").exists()
+
+    def failing_evaluation(*args, **kwargs):
+        raise DataError("the evaluation failed")
+
+    monkeypatch.setattr("detzoo.engine.trainer.evaluate", failing_evaluation)
+    fails(capsys, "train", TINY, "--work-dir", work, *sets(*data_overrides(data), *SHORT),
+          culprit="the evaluation failed", match="")
+    assert load_checkpoint(work / "model_final.pth")["model"]  # written before the final evaluation
+
+
+def test_a_person_without_keypoints_is_ignored_as_coco_ignores_it(caplog):
+    """Training reads an annotation without ``keypoints`` as all invisible; the evaluation
+    does too, so COCOeval ignores it (num_keypoints 0) and a detection on it is no false
+    positive, as in COCO's own evaluation. It was left out, and the detection counted."""
+    image = {"id": 1, "file_name": "a.png", "height": 100, "width": 100}
+    seen = [v for x in range(17) for v in (10 + x, 10 + x, 2)]
+    anns = [{"id": 1, "bbox": [10, 10, 20, 20], "keypoints": seen, "num_keypoints": 17},
+            {"id": 2, "bbox": [60, 60, 20, 20]}]  # no keypoints key
+    coco = COCO()
+    coco.dataset = {"images": [image], "categories": [{"id": 1, "name": "person", "keypoints": [str(k) for k in
+                                                                                                range(17)]}],
+                    "annotations": [{**a, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 400} for a in anns]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    on_it = [v for x in range(17) for v in (70, 70, 1)]
+    results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.5, "keypoints": seen},
+               {"image_id": 1, "category_id": 1, "bbox": [60, 60, 20, 20], "score": 0.9, "keypoints": on_it}]
+    assert evaluate_coco(coco, results, iou_type="keypoints")["AP"] == pytest.approx(1.0)
+    assert "left out" not in caplog.text and "keypoints" not in coco.dataset["annotations"][1]
+
+
+# ---------------------------------------------------------------- issue 17, 2: a checkpoint sets only conventions
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"data.val.ann_file": "/elsewhere/annotations.json"},
+     r"sets config key 'data.val.ann_file' \(meta.config_overrides\), which is not one of the model conventions"),
+    ({"optim.lr": 10.0}, r"sets config key 'optim.lr'"),
+    ({"model.roi_heads.smooth_l1_beta": "large"},
+     r"sets \"model.roi_heads.smooth_l1_beta='large'\": 'large' \(str\) is not a valid value for "
+     r"model.roi_heads.smooth_l1_beta, which holds number 0.0"),
+    ({"model.roi_heads.num_classes": -1},
+     r"model.roi_heads.num_classes must be a positive integer, got -1 \(model.roi_heads.num_classes: set by "
+     r"checkpoint .*, meta.config_overrides\)"),
+])
+def test_a_checkpoint_may_set_only_the_conventions_converters_record(overrides, match, trained, synth_data, tmp_path,
+                                                                      capsys):
+    ckpt = tmp_path / "downloaded.pth"
+    state = load_checkpoint(trained / "model_final.pth")
+    save_checkpoint(ckpt, {**state, "meta": {**state["meta"], "config_overrides": overrides}})
+    results = tmp_path / "results.json"
+    results.write_text("[]")
+    before = digests(ckpt, results)
+    key = next(iter(overrides))
+    fails(capsys, "test", TINY, ckpt, "--out", results, *sets(*data_overrides(synth_data)),
+          culprit=ckpt, match=match)
+    assert digests(ckpt, results) == before
+
+
+def test_the_conventions_a_checkpoint_records_are_applied_and_logged(trained, synth_data, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="detzoo.api")
+    ckpt = tmp_path / "converted.pth"
+    state = load_checkpoint(trained / "model_final.pth")
+    save_checkpoint(ckpt, {**state, "meta": {**state["meta"], "config_overrides": {"data.resize": "mmdet"}}})
+    image = next((synth_data / "val" / "images").iterdir())
+    code, line = cli(capsys, "infer", TINY, ckpt, image, "--out", tmp_path / "drawn")
+    assert code == 0, line
+    assert f"checkpoint {ckpt} sets the conventions it records: data.resize='mmdet'" in caplog.text
+    assert detzoo.load_model(TINY, ckpt).config["data"]["resize"] == "mmdet"
+
+
+# ---------------------------------------------------------------- issue 17, 3: no output replaces an input or another
+
+
+def test_infer_draws_images_of_one_name_to_files_of_their_own(trained, synth_data, tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    first, second = sorted((synth_data / "val" / "images").iterdir())[:2]
+    shutil.copy(first, tmp_path / "a" / "img.png")
+    shutil.copy(second, tmp_path / "b" / "img.png")
+    out = tmp_path / "drawn"
+    code, line = cli(capsys, "infer", TINY, trained / "model_final.pth", tmp_path / "a" / "img.png",
+                     tmp_path / "b" / "img.png", "--out", out, "--score-thresh", "2")
+    assert code == 0, line
+    assert sorted(p.name for p in out.iterdir()) == ["a_img.png", "b_img.png", "predictions.json"]
+    for folder, source in (("a", first), ("b", second)):  # each drawing is its own image (nothing above score 2)
+        assert np.array_equal(np.asarray(Image.open(out / f"{folder}_img.png")), read_rgb(source))
+    assert len(json.loads((out / "predictions.json").read_text())) == 2
+
+
+def test_infer_into_the_input_folder_refuses_to_replace_an_image(trained, synth_data, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(synth_data / "val" / "images", images)
+    image = sorted(images.iterdir())[0]
+    before = digests(images)
+    fails(capsys, "infer", TINY, trained / "model_final.pth", image, "--out", images, culprit=image,
+          match=r"writing .* would replace the input .*; choose another output")
+    assert digests(images) == before
+
+
+def test_browse_into_the_image_folder_refuses_to_replace_an_image(data, capsys):
+    images = data / "train" / "images"
+    before = digests(images)
+    fails(capsys, "browse", TINY, *sets(*data_overrides(data)), "--out", images, "--num", "2", culprit=images,
+          match=r"would replace the input")
+    assert digests(images) == before
+
+
+@pytest.mark.parametrize("command", ["test", "plot", "convert"])
+def test_an_output_that_is_an_input_is_refused_before_anything_runs(command, trained, synth_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    inputs = {"test": data / "val" / "annotations.json", "plot": tmp_path / "log.jsonl",
+              "convert": tmp_path / "theirs.pth"}
+    shutil.copy(trained / "log.jsonl", inputs["plot"])
+    shutil.copy(trained / "model_final.pth", inputs["convert"])
+    argv = {"test": ["test", TINY, trained / "model_final.pth", *sets(*data_overrides(data))],
+            "plot": ["plot", inputs["plot"]],
+            "convert": ["convert", "--from", "torchvision", inputs["convert"], "--config", TINY]}
+    before = digests(data, *inputs.values(), trained)
+    fails(capsys, *argv[command], "--out", inputs[command], culprit=inputs[command], match="would replace the input")
+    assert digests(data, *inputs.values(), trained) == before
+
+
+def test_infer_a_folder_reads_the_images_in_it(trained, synth_data, tmp_path, capsys):
+    images = synth_data / "val" / "images"
+    out = tmp_path / "drawn"
+    code, line = cli(capsys, "infer", TINY, trained / "model_final.pth", images, "--out", out)
+    assert code == 0, line
+    names = sorted(p.name for p in images.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "predictions.json"])
+    assert sorted(json.loads((out / "predictions.json").read_text())) == [str(images / n) for n in names]
+    (tmp_path / "empty").mkdir()
+    fails(capsys, "infer", TINY, trained / "model_final.pth", tmp_path / "empty", "--out", out,
+          culprit=tmp_path / "empty", match="holds no image file")
+
+
+# ---------------------------------------------------------------- issue 17, 4 and 6: one training per work dir, Ctrl-C
+
+
+def test_two_trainings_cannot_share_a_work_dir_and_a_killed_ones_lock_is_taken_over(synth_data, tmp_path, capsys,
+                                                                                       caplog):
+    work = tmp_path / "work"
+    data = sets(*data_overrides(synth_data))
+    endless = [*data, *sets("schedule={'iters': 100000, 'steps': (90000,)}", "runtime.checkpoint_interval=1")]
+
+    def first() -> None:
+        torch.set_num_threads(1)  # as a DataLoader worker: no thread pool inherited across the fork
+        with contextlib.redirect_stderr(io.StringIO()):
+            main(["train", TINY, "--work-dir", str(work), *endless])
+
+    running = multiprocessing.get_context("fork").Process(target=first)
+    running.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (work / "checkpoint.pth").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (work / "checkpoint.pth").exists() and running.is_alive()
+        for flag in ("--resume", "--overwrite"):
+            fails(capsys, "train", TINY, "--work-dir", work, flag, *data, culprit=work,
+                  match=rf"is in use by another training \(pid {running.pid} on .*\): wait for it to end or give "
+                        "another --work-dir")
+    finally:
+        running.kill()  # as the OOM killer or a lost node would: no chance to release anything
+        running.join()
+    before = {path: digest for path, digest in digests(work).items() if path.name != ".lock"}
+    fails(capsys, "train", TINY, "--work-dir", work, *data, culprit=work,
+          match=r"holds checkpoint.pth of an earlier run: continue it with --resume, or start afresh with --overwrite")
+    assert digests(work) == before  # the killed run's stale lock taken over, and released
+    code, line = cli(capsys, "train", TINY, "--work-dir", work, "--overwrite", *data, *sets(*SHORT))
+    assert code == 0, line
+    assert f"took over the lock of a training that ended without releasing it (pid {running.pid} on" in caplog.text
+    assert [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 3]
+    assert load_checkpoint(work / "checkpoint.pth")["iteration"] == 3 and not (work / ".lock").exists()
+
+
+def test_ctrl_c_names_the_checkpoint_left_and_the_resume_command_and_the_log_resumes_cleanly(
+        synth_data, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    (work).mkdir()
+    (work / "log.jsonl").write_text('{"iter": 99, "loss": 1.0}\n')  # an old run's, without a checkpoint
+    write = trainer.TrainingLog.write
+
+    def interrupted_at_5(log, record):
+        if record["iter"] == 5:
+            raise KeyboardInterrupt
+        write(log, record)
+
+    monkeypatch.setattr(trainer.TrainingLog, "write", interrupted_at_5)
+    args = ["train", TINY, "--work-dir", work,
+            *sets(*data_overrides(synth_data), "schedule={'iters': 6, 'steps': (4,)}", "runtime.checkpoint_interval=3",
+                  "runtime.log_interval=1", "runtime.eval_interval=0")]
+    code, line = cli(capsys, *args)
+    assert code == 130
+    assert line.startswith(f"detzoo train: interrupted; the last checkpoint, {work / 'checkpoint.pth'} (iteration 3), "
+                           "is left as it was: resume from it: detzoo train "), line
+    assert [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert load_checkpoint(work / "checkpoint.pth")["iteration"] == 3
+    monkeypatch.setattr(trainer.TrainingLog, "write", write)
+    command = shlex.split(line.split(": detzoo train ", 1)[1])
+    assert "--resume" in command
+    code, line = cli(capsys, "train", *command)
+    assert code == 0, line
+    logged = [json.loads(r)["iter"] for r in (work / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6, 6]  # iteration 4 once: the abandoned record is gone; 6 twice: loss, eval
+
+
+def test_overwrite_removes_nothing_when_the_new_run_is_refused(trained, synth_data, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(trained, work)
+    before = digests(work)
+    fails(capsys, "train", TINY, "--work-dir", work, "--overwrite", *sets(*data_overrides(synth_data), "optim.lr=-1"),
+          culprit="optim.lr", match="must be a positive number, got -1$")
+    assert digests(work) == before
+    fails(capsys, "train", TINY, "--work-dir", work, "--overwrite", "--resume", *sets(*data_overrides(synth_data)),
+          culprit="--resume", match="give one of them")
+    assert digests(work) == before
+
+
+# ---------------------------------------------------------------- issue 17, 5: any image that can be read
+
+
+@pytest.mark.parametrize("resize", ["torchvision", "mmdet"])
+def test_extreme_shapes_get_detections_or_none(resize, trained, tmp_path, capsys):
+    sizes = {"wide": (10, 10000), "tall": (10000, 10), "dot": (1, 1), "line": (1, 5000)}  # (h, w)
+    rng = np.random.default_rng(0)
+    for name, size in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "drawn"
+    before = digests(tmp_path)
+    code, line = cli(capsys, "infer", TINY, trained / "model_final.pth", *(tmp_path / f"{n}.png" for n in sizes),
+                     "--out", out, "--score-thresh", "0", "--set", f"data.resize={resize!r}")
+    assert code == 0, line
+    predictions = json.loads((out / "predictions.json").read_text())
+    for name, (h, w) in sizes.items():
+        boxes = np.array(predictions[str(tmp_path / f"{name}.png")]["boxes"]).reshape(-1, 4)
+        assert len(boxes) and (boxes >= 0).all() and (boxes[:, 0::2] <= w).all() and (boxes[:, 1::2] <= h).all()
+        assert Image.open(out / f"{name}.png").size == (w, h)
+    assert {path: digest for path, digest in digests(tmp_path).items() if out not in path.parents} == before
+
+
+# ---------------------------------------------------------------- issue 17, 7: class names compared before inference
+
+
+def swap_names(d):
+    d["categories"][0]["name"], d["categories"][1]["name"] = d["categories"][1]["name"], d["categories"][0]["name"]
+
+
+def drop_triangles(d):
+    d["categories"] = d["categories"][:2]
+    d["annotations"] = [a for a in d["annotations"] if a["category_id"] != 3]
+
+
+def add_stars(d):
+    d["categories"].append({"id": 4, "name": "star", "supercategory": "shape"})
+
+
+@pytest.mark.parametrize("change, code, says", [
+    (swap_names, 0, r"{ckpt} and {ann} name their categories differently \(id 1 is 'circle' there but "
+                    r"'square' here; id 2 is 'square' there but 'circle' here\): detections are scored against the "
+                    r"dataset's category of the same id"),
+    (add_stars, 0, r"{ann} has categories 4 \('star'\) that {ckpt} does not predict: their AP is 0"),
+    (drop_triangles, 2, r"detzoo test: error: {ckpt} predicts category ids 3 \('triangle'\), which {ann} lacks "
+                        r"\(its categories: 1 \('circle'\), 2 \('square'\)\): evaluate it on a dataset of its "
+                        r"categories"),
+])
+def test_testing_on_a_dataset_of_other_classes_says_what_differs_before_inference(change, code, says, data, trained,
+                                                                                   capsys, caplog):
+    ann = edit_json(data / "val" / "annotations.json", change)
+    results = data / "results.json"
+    results.write_text("[]")
+    before = digests(ann, results, trained)
+    ckpt = trained / "model_final.pth"
+    assert main(["test", TINY, str(ckpt), "--out", str(results), *sets(*data_overrides(data))]) == code
+    err = capsys.readouterr().err
+    said = caplog.text + err  # the warnings are logged, the error printed
+    assert re.search(says.format(ckpt=f"checkpoint {re.escape(str(ckpt))}", ann=re.escape(str(ann))), said), said
+    assert "inference" not in err or code == 0  # refused before the inference pass (its progress bar)
+    assert digests(ann, trained) == {k: v for k, v in before.items() if k != results}
+    assert (digests(results) == {results: before[results]}) == (code == 2)
+
+
+def test_training_with_a_validation_set_of_other_classes_stops_at_once(data, tmp_path, capsys):
+    ann = edit_json(data / "val" / "annotations.json", drop_triangles)
+    work = tmp_path / "work"
+    fails(capsys, "train", TINY, "--work-dir", work, *sets(*data_overrides(data)), culprit=ann,
+          match=r"train/annotations.json predicts category ids 3 \('triangle'\), which .* lacks")
+    assert not (work / "checkpoint.pth").exists() and not (work / "log.jsonl").exists()
+
+
+# ---------------------------------------------------------------- issue 17, 8: smaller ones
+
+
+def test_a_square_image_with_a_90_degree_exif_tag_is_warned_about(data, capsys, caplog):
+    ann = data / "train" / "annotations.json"
+    name = data / "train" / "images" / json.loads(ann.read_text())["images"][0]["file_name"]
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    with Image.open(name) as im:
+        assert im.width == im.height
+        im.save(name, exif=exif.tobytes())
+    before = digests(data / "train")
+    code, line = cli(capsys, "browse", TINY, *sets(*data_overrides(data)), "--out", data / "browsed", "--num", "1")
+    assert code == 0, line
+    assert f"image {name} is square and its EXIF orientation (8) turns it by 90 degrees when displayed; detzoo reads " \
+           "the stored pixels" in caplog.text
+    assert digests(data / "train") == before

@@ -92,8 +92,10 @@ def test_tensorboard_without_the_package_is_one_clear_error(synth_data, tmp_path
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # not importable, as when not installed
     with pytest.raises(ConfigError, match=r"pip install detzoo\[tensorboard\]"):
         trainer.train(tiny_config(synth_data, "runtime.tensorboard=True"), work_dir=tmp_path)
+    cfg = tiny_config(synth_data)  # not through --set, which refuses a str for a bool
+    cfg["runtime"]["tensorboard"] = "yes"
     with pytest.raises(ConfigError, match="runtime.tensorboard must be True or False"):
-        trainer.train(tiny_config(synth_data, "runtime.tensorboard='yes'"), work_dir=tmp_path)
+        trainer.train(cfg, work_dir=tmp_path)
     assert not (tmp_path / "log.jsonl").exists()
 
 

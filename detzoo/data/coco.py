@@ -6,7 +6,7 @@ decodes masks and applies the transforms. What each kind of bad input does (an e
 clip, or a skip with a logged count) is listed in one place, ``docs/data_rules.md``; in
 short:
 
-- errors (``DataError`` or ``FileNotFoundError``, naming the file and the image /
+- errors (``DataError`` or ``MissingFileError``, naming the file and the image /
   annotation id): invalid JSON; an image, annotation or category without its required
   keys or with a non-integer id; an id given twice; no images; an annotation naming an
   unknown image or category; a bbox that is not four finite numbers; malformed polygons,
@@ -44,8 +44,9 @@ from pycocotools.coco import COCO
 from torch import Tensor
 
 from detzoo.data.transforms import Transform
-from detzoo.errors import UserError
+from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.proposals import load_proposals, proposals_for
+from detzoo.evaluation.segmentation import finite_numbers, segmentation_problem
 from detzoo.structures import Instances, Size
 
 logger = logging.getLogger("detzoo.data")
@@ -53,11 +54,7 @@ logger = logging.getLogger("detzoo.data")
 _SHOWN_IDS = 5  # how many offending ids / files an error or warning lists
 _EXIF_ORIENTATION = 0x0112
 _EXIF_TRANSPOSED = (5, 6, 7, 8)  # orientations that turn the image by 90 degrees when displayed
-
-
-class DataError(UserError, ValueError):
-    """An annotation file, one of its entries, an image file or a proposals file is
-    invalid; the message names the file and the image / annotation id."""
+_WARNED: set[str] = set()  # square images with such an orientation, warned about in this process
 
 
 @dataclass
@@ -102,10 +99,6 @@ def _is_number(value: Any) -> bool:
 
 def _is_size(value: Any) -> bool:
     return _is_number(value) and value > 0 and float(value).is_integer()
-
-
-def _numbers(values: Any) -> bool:
-    return isinstance(values, (list, tuple)) and all(_is_number(v) for v in values)
 
 
 # What each entry of an annotation file's lists must hold: key -> (description, check).
@@ -153,7 +146,7 @@ def load_coco(ann_file: str | Path) -> COCO:
     silently keep the last). Errors name the file and the entry."""
     path = Path(ann_file)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingFileError(f"annotation file not found: {path}")
     try:
         data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -168,17 +161,6 @@ def load_coco(ann_file: str | Path) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
         coco.createIndex()
     return coco
-
-
-def _segmentation_problem(segm: Any) -> str | None:
-    """What makes ``segm`` unreadable (not a polygon list or an RLE dict), or None."""
-    if segm is None:
-        return None
-    if isinstance(segm, dict):
-        return None if {"size", "counts"} <= set(segm) else f"an RLE without 'size' and 'counts' ({sorted(segm)})"
-    if isinstance(segm, list) and all(_numbers(p) for p in segm):
-        return None
-    return f"segmentation {str(segm)[:60]!r}, expected polygons (lists of finite numbers) or an RLE"
 
 
 def _valid_segmentation(segm) -> list | dict | None:
@@ -214,7 +196,7 @@ def rgb_array(image: Image.Image, *, source: str | Path) -> np.ndarray:
 def _decode(path: Path) -> tuple[np.ndarray, int]:
     """``rgb_array`` of an image file and its EXIF orientation tag (1 if none)."""
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+        raise MissingFileError(f"image file not found: {path}")
     try:
         with warnings.catch_warnings():
             # over MAX_IMAGE_PIXELS Pillow warns without naming the file; it is logged below
@@ -235,7 +217,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB pixels of an image file by ``rgb_array``'s rules; a missing file
-    is a ``FileNotFoundError``, an undecodable one (or one over twice Pillow's
+    is a ``MissingFileError``, an undecodable one (or one over twice Pillow's
     decompression-bomb limit) a ``DataError``, both naming it."""
     return _decode(Path(path))[0]
 
@@ -243,8 +225,15 @@ def read_rgb(path: str | Path) -> np.ndarray:
 def read_image(path: Path, size: Size | None = None) -> Tensor:
     """(3, H, W) float32 RGB 0-255 by ``read_rgb``'s rules; when ``size`` (h, w) is given,
     another size on disk is a ``DataError`` naming the file (and its EXIF orientation
-    when that explains the difference)."""
+    when that explains the difference), and a square image whose EXIF orientation turns it
+    by 90 degrees, which no size check can catch, is a warning (once per file and process)."""
     rgb, orientation = _decode(Path(path))
+    if size is not None and orientation in _EXIF_TRANSPOSED and size[0] == size[1] and str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        logger.warning("image %s is square and its EXIF orientation (%d) turns it by 90 degrees when displayed; "
+                       "detzoo reads the stored pixels, the frame of COCO's annotations (docs/data_rules.md): if its "
+                       "annotations are in the displayed frame, store it turned (PIL.ImageOps.exif_transpose)",
+                       path, orientation)
     if size is not None and rgb.shape[:2] != tuple(size):
         exif = ""
         if orientation in _EXIF_TRANSPOSED and rgb.shape[1::-1] == tuple(size):
@@ -313,7 +302,7 @@ class CocoDataset(torch.utils.data.Dataset):
                             "(filter_empty drops images without one)")
         missing = [r.file_name for r in records if not (self.img_dir / r.file_name).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{self.ann_file}: {len(missing)} image file(s) missing under {self.img_dir}: "
                 + _some(missing)
             )
@@ -349,7 +338,7 @@ class CocoDataset(torch.utils.data.Dataset):
                     f"not in 'categories' (ids {_some(self.cat_ids)})"
                 )
             bbox = ann.get("bbox")
-            if not _numbers(bbox) or len(bbox) != 4:
+            if not finite_numbers(bbox) or len(bbox) != 4:
                 raise DataError(
                     f"{self.ann_file}: annotation {ann_id} (image {image_id}) has bbox {bbox!r}, "
                     "expected [x, y, width, height], four finite numbers"
@@ -365,22 +354,18 @@ class CocoDataset(torch.utils.data.Dataset):
                 continue
             segm = None
             if self.with_masks:
-                problem = _segmentation_problem(ann.get("segmentation"))
+                segm = ann.get("segmentation")
+                problem = None if segm is None else segmentation_problem(segm, (height, width))
                 if problem:
                     raise DataError(f"{self.ann_file}: annotation {ann_id} (image {image_id}) has {problem}")
-                segm = _valid_segmentation(ann.get("segmentation"))
-                if isinstance(segm, dict) and list(segm["size"]) != [height, width]:
-                    raise DataError(
-                        f"{self.ann_file}: annotation {ann_id} (image {image_id}) has an RLE of size "
-                        f"{segm.get('size')}, but the image is (h, w) {[height, width]}"
-                    )
+                segm = _valid_segmentation(segm)
                 if segm is None:
                     no_segmentation.append(ann_id)
                     continue
             keypoints = None
             if self.with_keypoints:
                 flat = ann.get("keypoints") or [0.0] * (3 * num_keypoints)
-                if not _numbers(flat) or len(flat) != 3 * num_keypoints:
+                if not finite_numbers(flat) or len(flat) != 3 * num_keypoints:
                     raise DataError(
                         f"{self.ann_file}: annotation {ann_id} (image {image_id}) has keypoints {str(flat)[:60]}, "
                         f"expected 3 x {num_keypoints} finite numbers"

@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from detzoo.config import ConfigError
 from detzoo.data.coco import CocoDataset, Sample
 
 
@@ -35,7 +36,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self, group_ids: Sequence[int], *, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"GroupedBatchSampler: batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"GroupedBatchSampler: batch_size (data.images_per_gpu) must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"GroupedBatchSampler: rank {rank} is not in [0, world_size={world_size})")
         self.group_ids = list(group_ids)
@@ -47,9 +48,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
         sizes = Counter(self.group_ids)
         self._len = sum(n // batch_size for n in sizes.values()) // world_size
         if self._len == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"GroupedBatchSampler: group sizes {dict(sizes)} give no batch of {batch_size} "
-                f"for each of {world_size} rank(s)"
+                f"for each of {world_size} rank(s): lower data.images_per_gpu"
             )
 
     def set_epoch(self, epoch: int) -> None:

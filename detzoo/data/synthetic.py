@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detzoo.errors import InputError
+
 SHAPES = ("circle", "square", "triangle")
 # vertices of each filled shape: the default SHAPES and two more for a second class set
 POLYGONS = {"circle": 32, "square": 4, "triangle": 3, "pentagon": 5, "hexagon": 6}
@@ -137,7 +139,7 @@ def make_synthetic_coco(
     rng = np.random.default_rng(seed)
     unknown = [c for c in categories if c not in (*POLYGONS, "person")]
     if unknown or not categories:
-        raise ValueError(f"unknown synthetic categories {unknown}; valid: {', '.join((*POLYGONS, 'person'))}")
+        raise InputError(f"unknown synthetic categories {unknown}; valid: {', '.join((*POLYGONS, 'person'))}")
     person = {"keypoints": list(PERSON_KEYPOINTS), "skeleton": [list(pair) for pair in PERSON_SKELETON]}
     category_list = [
         {"id": i + 1, "name": name, "supercategory": name if name == "person" else "shape",

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from detzoo.config import ConfigError
 from detzoo.structures import Instances, PixelFormat, Size, scale_boxes, scale_points
 
 Transform = Callable[..., tuple[Tensor, ...]]  # (image, *instances, generator=None)
@@ -40,6 +41,9 @@ def resize_image(image: Tensor, *, short: int, max_size: int) -> Tensor:
     with the arithmetic of torchvision's ``GeneralizedRCNNTransform.resize`` (bilinear)."""
     h, w = image.shape[-2:]
     scale = min(short / min(h, w), max_size / max(h, w))
+    if min(h, w) * scale < 1:  # a side under one pixel (a 10000 x 10 image), where torchvision fails: one pixel
+        return F.interpolate(image[None], size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="bilinear",
+                             align_corners=False)[0]
     return F.interpolate(
         image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
     )[0]
@@ -57,7 +61,7 @@ def mmdet_resize_image(image: Tensor, *, short: int, max_size: int) -> Tensor:
         raise ValueError("Resize(convention='mmdet') needs 0-255 integer pixels: resize before Normalize")
     h, w = image.shape[-2:]
     scale = min(max(short, max_size) / max(h, w), min(short, max_size) / min(h, w))
-    size = int(w * scale + 0.5), int(h * scale + 0.5)  # (w, h), as cv2 takes it
+    size = max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))  # (w, h), as cv2 takes it; 1 pixel at least
     resized = cv2.resize(pixels.permute(1, 2, 0).contiguous().numpy(), size, interpolation=cv2.INTER_LINEAR)
     return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))
 
@@ -162,11 +166,18 @@ class Resize:
 
     def __post_init__(self) -> None:
         if not self.scales:
-            raise ValueError("Resize: scales must name at least one shorter-side size")
+            raise ConfigError(
+                "Resize: scales (data.train_scales / data.test_scale) must name at least one shorter-side size"
+            )
         if self.convention not in RESIZE_CONVENTIONS:
-            raise ValueError(f"Resize: convention must be one of {RESIZE_CONVENTIONS}, got {self.convention!r}")
+            raise ConfigError(
+                f"Resize: convention (data.resize) must be one of {RESIZE_CONVENTIONS}, got {self.convention!r}"
+            )
         if self.ratio_range is not None and not 0 < self.ratio_range[0] <= self.ratio_range[1]:
-            raise ValueError(f"Resize: ratio_range must be (lo, hi) with 0 < lo <= hi, got {self.ratio_range}")
+            raise ConfigError(
+                f"Resize: ratio_range (data.scale_ratio_range) must be (lo, hi) with 0 < lo <= hi, "
+                f"got {self.ratio_range}"
+            )
 
     def __call__(
         self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
@@ -194,7 +205,7 @@ class RandomCrop:
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) <= 0:
-            raise ValueError(f"RandomCrop: size must be (h, w) with positive sides, got {self.size}")
+            raise ConfigError(f"RandomCrop: size (data.crop_size) must be (h, w) with positive sides, got {self.size}")
 
     def __call__(
         self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
@@ -217,7 +228,7 @@ class RandomFlip:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prob <= 1.0:
-            raise ValueError(f"RandomFlip: flip_prob must be in [0, 1], got {self.prob}")
+            raise ConfigError(f"RandomFlip: flip_prob (data.flip_prob) must be in [0, 1], got {self.prob}")
 
     def __call__(
         self, image: Tensor, *instances: Instances, generator: torch.Generator | None = None
@@ -241,7 +252,9 @@ class Pad:
     ) -> tuple[Tensor, ...]:
         h, w = image.shape[-2:]
         if h > self.size[0] or w > self.size[1]:
-            raise ValueError(f"Pad: image (h, w) {(h, w)} is larger than the pad size {tuple(self.size)}")
+            raise ConfigError(
+                f"Pad: image (h, w) {(h, w)} is larger than the pad size (data.pad_size) {tuple(self.size)}"
+            )
         return F.pad(image, (0, self.size[1] - w, 0, self.size[0] - h)), *instances
 
 

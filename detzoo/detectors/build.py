@@ -33,14 +33,31 @@ DENSE_HEADS = ("rpn", "retina")
 
 
 def _build(fn: Callable, section: str, cfg: Mapping[str, Any], **derived: Any) -> Any:
-    """``fn(**cfg, **derived)`` after checking ``cfg`` against ``fn``'s signature."""
+    """``fn(**cfg, **derived)`` after checking ``cfg`` against ``fn``'s signature. What the
+    constructor refuses (its own checks' ValueError, torch's RuntimeError for a negative
+    size) comes from the config's values: a ``ConfigError`` naming the section."""
     clash = sorted(set(cfg) & set(derived))
     if clash:
         raise ConfigError(
             f"{section}.{clash[0]} is derived from the modules it connects and may not be set in a config"
         )
     check_signature(section, cfg, fn, exclude=derived)
-    return fn(**cfg, **derived)
+    try:
+        return fn(**cfg, **derived)
+    except ConfigError:
+        raise
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError(f"{section}: {e}") from e
+
+
+def _num_classes(section: str, cfg: Mapping[str, Any]) -> int:
+    """``cfg["num_classes"]``, which must be a positive integer."""
+    if "num_classes" not in cfg:
+        raise ConfigError(f"{section}.num_classes is not set")
+    value = cfg["num_classes"]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{section}.num_classes must be a positive integer, got {value!r}")
+    return value
 
 
 def _typed(section: str, cfg: Mapping[str, Any], valid: Sequence[str]) -> tuple[str, dict[str, Any]]:
@@ -118,9 +135,7 @@ def _roi_heads(roi_cfg: Mapping[str, Any], source: nn.Module, backbone: ResNet) 
     strides, channels = _inputs("model.roi_heads", source, roi_rest)
     pooler = _build(MultiLevelRoIAlign, "model.roi_heads.pooler", pooler_cfg, strides=strides)
     box_head = _box_head("model.roi_heads.box_head", head_cfg, backbone, channels, pooler.output_size)
-    if "num_classes" not in roi_rest:
-        raise ConfigError("model.roi_heads.num_classes is not set")
-    num_classes = roi_rest["num_classes"]
+    num_classes = _num_classes("model.roi_heads", roi_rest)
     res5 = box_head if isinstance(box_head, Res5BoxHead) else None
     branches = {
         "mask": _branch(
@@ -152,7 +167,8 @@ def _dense_head(cfg: Mapping[str, Any], source: nn.Module) -> RPN | RetinaNet:
         head_cfg = rest.pop("head", {})
         head = _build(RPNHead, f"{section}.head", head_cfg, in_channels=channels, num_anchors=anchors.num_anchors)
         return _build(RPN, section, rest, head=head, anchor_generator=anchors)
-    (head_cfg, num_classes), rest = _split(section, rest, "head", "num_classes")
+    num_classes = _num_classes(section, rest)
+    (head_cfg,), rest = _split(section, {k: v for k, v in rest.items() if k != "num_classes"}, "head")
     head = _build(
         RetinaNetHead,
         f"{section}.head",

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from detzoo.errors import InputError
 from detzoo.heads.box import RoIHeads
 from detzoo.heads.retina import RetinaNet
 from detzoo.heads.rpn import RPN
@@ -167,7 +168,7 @@ class DetectionModel(nn.Module):
         if self.dense_head is not None:
             results, losses = self.dense_head(features, batch, targets)
         elif proposals is None:
-            raise ValueError("this model has no dense head (Fast R-CNN): pass proposals=[Instances, ...] per image")
+            raise InputError("this model has no dense head (Fast R-CNN): pass proposals=[Instances, ...] per image")
         else:
             results = [p.to(self.device) for p in proposals]
         if self.roi_heads is not None:

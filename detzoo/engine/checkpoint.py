@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import errno
 import hashlib
 import os
 import pickle
@@ -35,7 +36,7 @@ import uuid
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 from urllib.error import HTTPError
 from urllib.parse import unquote, urlparse
 from urllib.request import urlopen
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detzoo.errors import UserError
+from detzoo.errors import DiskFullError, InputError, MissingFileError, OutputError, UserError
 
 _HASH_IN_NAME = re.compile(r".+-([0-9a-f]{8})\.pth")
 _URL_SCHEMES = ("http", "https", "file")
@@ -60,6 +61,8 @@ def atomic_write(path: str | Path, *, text: bool = False) -> Iterator[IO]:
     rename it onto ``path``.
 
     On error the temp file is removed and ``path`` is left untouched. Parent dirs are created.
+    A full device (or disk quota) is a ``DiskFullError`` naming ``path``, whatever the
+    writer made of the operating system's error (torch.save turns it into a RuntimeError).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +73,42 @@ def atomic_write(path: str | Path, *, text: bool = False) -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        kept = "is left as it was" if path.exists() else "was not written"
+        raise DiskFullError(f"no space left on the device to write {path}: {path} {kept}; free some space "
+                            "and run the command again") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from or while handling, is the operating
+    system's "no space left" or "disk quota exceeded"."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def refuse_overwriting(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
+    """An ``OutputError`` before anything is written when one of ``outputs`` is one of
+    ``inputs`` (the same file, however it is named; None: no such input) or another of
+    ``outputs``: a command never replaces a file it reads, nor writes one file twice."""
+    by_name: dict[str, list[Path]] = collections.defaultdict(list)
+    for path in (Path(p) for p in inputs if p is not None):
+        by_name[path.name.lower()].append(path)
+    written: dict[str, Path] = {}
+    for path in map(Path, outputs):
+        key = os.path.normcase(os.path.abspath(path))
+        if key in written:
+            raise OutputError(f"{written[key]} and {path} are one file: it would be written twice")
+        written[key] = path
+        for source in by_name[path.name.lower()]:  # only a file of the same name can be the same file
+            if path.exists() and source.exists() and os.path.samefile(path, source):
+                raise OutputError(f"writing {path} would replace the input {source}; choose another output")
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -85,7 +122,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     ``torch.load(weights_only=True)``; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file not found: {path}")
     if path.suffix == ".pkl":
         state = load_pickle(path)
     else:
@@ -204,7 +241,7 @@ def load_pickle(path: str | Path) -> Any:
     an unreadable one."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file not found: {path}")
     with open(path, "rb") as f:
         try:
             return _RestrictedUnpickler(f, path).load()
@@ -287,12 +324,12 @@ def verify_file(path: str | Path, *, sha256: str | None = None) -> str:
     is a ``CheckpointError``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
+        raise MissingFileError(f"file not found: {path}")
     expected = sha256 or hash_in_name(path.name)
     if expected is None:
-        raise ValueError(f"{path}: the name does not end with -<sha256[:8]>.pth; give the expected sha256")
+        raise InputError(f"{path}: the name does not end with -<sha256[:8]>.pth; give the expected sha256")
     if not re.fullmatch(r"[0-9a-fA-F]{8,64}", expected):
-        raise ValueError(f"expected sha256 {expected!r} is not 8 to 64 hex digits")
+        raise InputError(f"expected sha256 {expected!r} is not 8 to 64 hex digits")
     return _check_hash(path, expected, remove_on_mismatch=False)
 
 
@@ -354,18 +391,18 @@ def fetch_checkpoint(
     if "://" not in url_or_path:
         path = Path(url_or_path)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
+            raise MissingFileError(f"checkpoint file not found: {path}")
         if sha256:
             _check_hash(path, sha256, remove_on_mismatch=False)
         return path
     url = urlparse(url_or_path)
     if url.scheme not in _URL_SCHEMES:
-        raise ValueError(
+        raise InputError(
             f"unsupported URL scheme {url.scheme!r} in {url_or_path}; valid: {', '.join(_URL_SCHEMES)}"
         )
     name = unquote(Path(url.path).name)
     if not name:
-        raise ValueError(f"checkpoint URL {url_or_path} does not end with a file name")
+        raise InputError(f"checkpoint URL {url_or_path} does not end with a file name")
     path = Path(cache_dir) / f"{cache_prefix}{name}"
     md5_path = path.with_name(f"{path.name}.md5sum")
     _download(url_or_path, path, f", and {md5_url} at {md5_path}" if md5_url else "")
@@ -407,7 +444,7 @@ def publish_checkpoint(
     """Keep only ``keep_keys`` of checkpoint ``src`` (drop optimizer/scheduler state) and
     write it as ``out_dir/<name>-<sha256[:8]>.pth``, the hash being that of the written file."""
     if not name or Path(name).name != name or name.endswith(".pth"):
-        raise ValueError(f"publish name must be a bare file stem without '.pth', got {name!r}")
+        raise InputError(f"publish name must be a bare file stem without '.pth', got {name!r}")
     state = load_checkpoint(src)
     missing = [k for k in keep_keys if k not in state]
     if missing:

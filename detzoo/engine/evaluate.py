@@ -4,6 +4,7 @@ detectors, proposal recall for RPNs."""
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,9 +17,13 @@ from detzoo.data.loader import build_test_loader
 from detzoo.engine import distributed
 from detzoo.engine.inference import predict_images
 from detzoo.engine.tta import TestTimeAug
+from detzoo.errors import DataError
 from detzoo.evaluation.coco import evaluate_coco, instances_to_coco_results, write_results
 from detzoo.evaluation.proposals import evaluate_proposals, save_proposals
 from detzoo.structures import Instances
+
+logger = logging.getLogger("detzoo.evaluation")
+_SHOWN = 5  # categories listed in a message
 
 
 def model_inputs(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -55,6 +60,34 @@ def predict_dataset(
         out += [(s.image_id, p.to("cpu")) for s, p in zip(samples, preds)]
     model.train(was_training)
     return [p for part in distributed.gather(out) for p in part]
+
+
+def compare_classes(cat_ids: Sequence[int], class_names: Sequence[str], source: str, dataset: CocoDataset) -> None:
+    """Before a model predicting categories ``cat_ids`` named ``class_names`` (those of
+    ``source``: a checkpoint, or the training annotation file) is evaluated on ``dataset``:
+    a ``DataError`` naming both when it predicts category ids the dataset lacks (their
+    results could not be scored), and a warning saying what differs when a category id has
+    another name in the dataset (swapped, renamed) or the dataset has categories it never
+    predicts (their AP is 0)."""
+    theirs = dict(zip(dataset.cat_ids, dataset.class_names))
+    ours = dict(zip(cat_ids, class_names))
+    lacking = [f"{i} ({name!r})" for i, name in ours.items() if i not in theirs]
+    if lacking:
+        raise DataError(f"{source} predicts category ids {_listed(lacking)}, which {dataset.ann_file} lacks (its "
+                        f"categories: {_listed([f'{i} ({n!r})' for i, n in theirs.items()])}): evaluate it on a "
+                        "dataset of its categories")
+    renamed = [f"id {i} is {name!r} there but {theirs[i]!r} here" for i, name in ours.items() if theirs[i] != name]
+    if renamed:
+        logger.warning("%s and %s name their categories differently (%s): detections are scored against the "
+                       "dataset's category of the same id", source, dataset.ann_file, _listed(renamed, "; "))
+    unpredicted = [f"{i} ({name!r})" for i, name in theirs.items() if i not in ours]
+    if unpredicted:
+        logger.warning("%s has categories %s that %s does not predict: their AP is 0", dataset.ann_file,
+                       _listed(unpredicted), source)
+
+
+def _listed(items: Sequence[str], separator: str = ", ") -> str:
+    return separator.join(items[:_SHOWN]) + (f"{separator}..." if len(items) > _SHOWN else "")
 
 
 IOU_TYPES = {"proposals": "proposals", "boxes": "bbox", "masks": "segm", "keypoints": "keypoints"}

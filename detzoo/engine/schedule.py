@@ -3,12 +3,15 @@ warmup + multi-step lr scheduler, all counted in iterations."""
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+
+from detzoo.config import ConfigError
 
 # A spec counts either epochs, or iterations (at ``batch_size`` images per iteration when
 # given, scaled to the actual batch size; as is otherwise). Steps use the same unit.
@@ -32,11 +35,11 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.max_iters <= 0:
-            raise ValueError(f"Schedule.max_iters must be positive, got {self.max_iters}")
+            raise ConfigError(f"schedule: max_iters must be positive, got {self.max_iters}")
         increasing = list(self.steps) == sorted(set(self.steps))
         if not increasing or any(not 0 < s < self.max_iters for s in self.steps):
-            raise ValueError(
-                f"Schedule.steps must be increasing and inside (0, max_iters={self.max_iters}), "
+            raise ConfigError(
+                f"schedule: steps must be increasing and inside (0, max_iters={self.max_iters}), "
                 f"got {self.steps}"
             )
 
@@ -45,23 +48,23 @@ def resolve_schedule(name_or_spec: str | Mapping, *, iters_per_epoch: int, batch
     """Turn a schedule name from ``SCHEDULES`` or a spec dict ``{"epochs": E, "steps": (a, b)}``
     / ``{"iters": N, "steps": (a, b)[, "batch_size": B]}`` into iterations."""
     if iters_per_epoch <= 0 or batch_size <= 0:
-        raise ValueError(
-            f"iters_per_epoch and batch_size must be positive, got {iters_per_epoch} and {batch_size}"
+        raise ConfigError(
+            f"schedule: iters_per_epoch and batch_size must be positive, got {iters_per_epoch} and {batch_size}"
         )
     if isinstance(name_or_spec, str):
         if name_or_spec not in SCHEDULES:
-            raise ValueError(f"unknown schedule {name_or_spec!r}; valid names: {', '.join(SCHEDULES)}")
+            raise ConfigError(f"unknown schedule {name_or_spec!r}; valid names: {', '.join(SCHEDULES)}")
         spec = SCHEDULES[name_or_spec]
     else:
         spec = name_or_spec
     unknown = sorted(set(spec) - _SPEC_KEYS)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"schedule spec {dict(spec)} has unknown keys {unknown}; valid keys: {sorted(_SPEC_KEYS)}"
         )
     one_unit = ("epochs" in spec) != ("iters" in spec)
     if not one_unit or "steps" not in spec or ("batch_size" in spec and "epochs" in spec):
-        raise ValueError(
+        raise ConfigError(
             f"schedule spec {dict(spec)} needs 'steps' and exactly one of 'epochs' or 'iters' "
             "('batch_size' goes with 'iters' only)"
         )
@@ -77,8 +80,37 @@ def resolve_schedule(name_or_spec: str | Mapping, *, iters_per_epoch: int, batch
 def scale_lr(base_lr: float, *, base_batch_size: int, batch_size: int) -> float:
     """Linear scaling rule (Goyal et al. 2017): lr proportional to the total batch size."""
     if base_batch_size <= 0 or batch_size <= 0:
-        raise ValueError(f"batch sizes must be positive, got base {base_batch_size}, actual {batch_size}")
+        raise ConfigError(f"batch sizes must be positive, got base (optim.base_batch_size) {base_batch_size}, "
+                          f"actual {batch_size}")
     return base_lr * batch_size / base_batch_size
+
+
+def _number(value: object, *, least: float, above: bool = False) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and (value > least if above else value >= least)
+
+
+# What each value of a config's ``optim`` section must be. torch's SGD checks some itself,
+# but reports the lr after scaling (``scale_lr``) and names no key.
+_OPTIM_VALUES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "lr": ("a positive number", lambda v: _number(v, least=0, above=True)),
+    "base_batch_size": ("a positive integer", lambda v: isinstance(v, int) and _number(v, least=1)),
+    "momentum": ("a number >= 0", lambda v: _number(v, least=0)),
+    "weight_decay": ("a number >= 0", lambda v: _number(v, least=0)),
+    "norm_weight_decay": ("None or a number >= 0", lambda v: v is None or _number(v, least=0)),
+    "warmup_iters": ("an integer >= 0", lambda v: isinstance(v, int) and _number(v, least=0)),
+    "warmup_factor": ("a number >= 0", lambda v: _number(v, least=0)),
+    "gamma": ("a positive number", lambda v: _number(v, least=0, above=True)),
+    "grad_clip": ("None or a number >= 0", lambda v: v is None or _number(v, least=0)),
+}
+
+
+def check_optim(optim: Mapping[str, object]) -> None:
+    """A ``ConfigError`` naming the first value of a config's ``optim`` section that is
+    not what ``_OPTIM_VALUES`` says (a negative lr, a string)."""
+    for key, (what, ok) in _OPTIM_VALUES.items():
+        if key in optim and not ok(optim[key]):
+            raise ConfigError(f"optim.{key} must be {what}, got {optim[key]!r}")
 
 
 class WarmupMultiStepLR(LambdaLR):

@@ -26,16 +26,18 @@ from detzoo.detectors.build import build_model, num_classes_key
 from detzoo.engine import distributed
 from detzoo.engine.checkpoint import (
     CheckpointError,
+    atomic_write,
     get_rng_state,
     load_checkpoint,
     load_state,
     save_checkpoint,
     set_rng_state,
 )
-from detzoo.engine.evaluate import evaluate, model_inputs
+from detzoo.engine.evaluate import compare_classes, evaluate, model_inputs
 from detzoo.engine.initialize import init_backbone, transfer_weights
 from detzoo.engine.inference import autocast_dtype
-from detzoo.engine.schedule import WarmupMultiStepLR, resolve_schedule, scale_lr
+from detzoo.engine.schedule import WarmupMultiStepLR, check_optim, resolve_schedule, scale_lr
+from detzoo.engine.workdir import CHECKPOINT, FINAL, LOG, TENSORBOARD, claim_work_dir, remove_earlier_run
 from detzoo.errors import UserError
 from detzoo.evaluation.coco import format_table
 from detzoo.layers.norm import is_norm
@@ -58,8 +60,6 @@ RUNTIME_KEYS = (
     "seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard", "amp", "compile",
     "load_from",
 )
-CHECKPOINT = "checkpoint.pth"
-FINAL = "model_final.pth"
 
 
 def _seed_all(seed: int) -> None:
@@ -168,11 +168,21 @@ class TrainingLog:
     def __init__(self, work_dir: Path, *, tensorboard: bool) -> None:
         if not isinstance(tensorboard, bool):
             raise ConfigError(f"runtime.tensorboard must be True or False, got {tensorboard!r}")
-        self.path = work_dir / "log.jsonl"
-        self.tensorboard_dir = work_dir / "tensorboard" if tensorboard else None
+        self.path = work_dir / LOG
+        self.tensorboard_dir = work_dir / TENSORBOARD if tensorboard else None
         self._writer = None
         if tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("runtime.tensorboard=True needs the tensorboard package: pip install detzoo[tensorboard]")
+
+    def begin(self, iteration: int) -> None:
+        """Start the log at ``iteration``: drop the records of later iterations (those a
+        resumed run abandoned), or every record for a fresh run (0)."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("iter", 0) <= iteration]
+        with atomic_write(self.path, text=True) as f:
+            f.writelines(kept)
 
     def write(self, record: Mapping[str, Any]) -> None:
         if not distributed.is_main():
@@ -245,20 +255,34 @@ def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
 
 
 def train(
-    cfg: Mapping[str, Any], *, work_dir: str | Path, resume: bool = False, load_from: Mapping[str, Any] | None = None
+    cfg: Mapping[str, Any],
+    *,
+    work_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    load_from: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the model of ``cfg``; returns the final validation metrics per evaluation
     type (empty if the config has no ``data.val``). Writes ``log.jsonl``, ``checkpoint.pth`` (full state,
-    for ``resume``), ``model_final.pth`` (model + meta) and ``config.py`` to ``work_dir``.
+    for ``resume``), ``model_final.pth`` (model + meta) and ``config.py`` to ``work_dir``, which
+    the run holds alone (``detzoo.engine.workdir``: locked; a fresh run into one with an earlier
+    run's checkpoint needs ``overwrite``; Ctrl-C raises ``TrainingInterrupted``).
 
     A fresh run starts from ``load_from`` (a detzoo checkpoint dict: the detector that
     ``runtime.load_from`` names, as ``detzoo.api.train`` reads it) or else from the backbone's
     ``init``; ``resume`` continues from ``<work_dir>/checkpoint.pth`` instead."""
+    with claim_work_dir(Path(work_dir), resume=resume, overwrite=overwrite):
+        return _train(cfg, work_dir=Path(work_dir), resume=resume, overwrite=overwrite, load_from=load_from)
+
+
+def _train(
+    cfg: Mapping[str, Any], *, work_dir: Path, resume: bool, overwrite: bool, load_from: Mapping[str, Any] | None
+) -> dict[str, Any]:
     check_keys("config", cfg, CONFIG_KEYS)
     optim, runtime = cfg["optim"], cfg["runtime"]
     check_keys("optim", optim, OPTIM_KEYS)
+    check_optim(optim)
     check_keys("runtime", runtime, RUNTIME_KEYS)
-    work_dir = Path(work_dir)
     log = TrainingLog(work_dir, tensorboard=runtime["tensorboard"])
     device = distributed.init_from_env(runtime["device"])
     rank, world = distributed.rank(), distributed.world_size()
@@ -279,6 +303,8 @@ def train(
             f"{len(train_set.class_names)} categories; set --set {key}={len(train_set.class_names)}"
         )
     val_set = build_dataset(data, "val", model.pixel_format, train=False, **targets) if "val" in data else None
+    if val_set is not None and "proposals" not in outputs:  # now, not at the first evaluation
+        compare_classes(train_set.cat_ids, train_set.class_names, train_set.ann_file, val_set)
     if not resume:
         _start_weights(model, cfg, load_from, train_set.class_names)
 
@@ -312,6 +338,9 @@ def train(
     )
     meta = _checkpoint_meta(cfg, train_set)
     if distributed.is_main():
+        if overwrite:  # only now, with the config, data and model built: a mistake in them costs no earlier run
+            remove_earlier_run(work_dir)
+        log.begin(start)
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "config.py").write_text(dump_config(dict(cfg)))
     device_ids = [device.index] if device.type == "cuda" else None
@@ -386,6 +415,8 @@ def train(
                 bar.set_postfix(loss=f"{mean['loss']:.3f}", lr=f"{lr:.2e}", s_iter=f"{mean['time']:.2f}")
             if it % runtime["checkpoint_interval"] == 0 or it == schedule.max_iters:
                 save(it)
+            if it == schedule.max_iters and distributed.is_main():  # before the final evaluation: it cannot cost it
+                save_checkpoint(work_dir / FINAL, {"model": model.state_dict(), "meta": meta})
             if val_set is not None and (
                 it == schedule.max_iters or (runtime["eval_interval"] and it % runtime["eval_interval"] == 0)
             ):
@@ -402,6 +433,4 @@ def train(
             tick = time.perf_counter()
     bar.close()
     log.close()
-    if distributed.is_main():
-        save_checkpoint(work_dir / FINAL, {"model": model.state_dict(), "meta": meta})
     return metrics

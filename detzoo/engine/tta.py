@@ -52,6 +52,7 @@ from detzoo.config import ConfigError, check_keys
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose, hflip_instances
 from detzoo.detectors.model import DetectionModel, postprocess
+from detzoo.errors import InputError
 from detzoo.structures import ImageBatch, Instances, scale_boxes
 
 TTA_KEYS = ("scales", "max_size", "flip", "vote_thresh")
@@ -154,7 +155,7 @@ def build_tta(data: Mapping[str, Any], model: DetectionModel) -> TestTimeAug:
     ``scales``, ``max_size``, ``flip``, ``vote_thresh``) for ``model``, whose test
     transform it reuses at each scale."""
     if "proposals" in model.outputs or "keypoints" in model.outputs:
-        raise ValueError(
+        raise InputError(
             f"test-time augmentation merges boxes and masks; this model predicts {', '.join(model.outputs)}: "
             "test it without TTA"
         )

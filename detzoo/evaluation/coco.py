@@ -18,7 +18,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params
 
 from detzoo.engine.checkpoint import atomic_write
+from detzoo.errors import DataError
 from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
+from detzoo.evaluation.segmentation import finite_numbers, rle_problem, segmentation_problem
 from detzoo.structures import Instances
 
 _AREA_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -29,6 +31,7 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
 }
 _RESULT_FIELD = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}
 _SHOWN_IDS = 5
+_NUM_KEYPOINTS = len(Params(iouType="keypoints").kpt_oks_sigmas)  # COCO's 17
 
 logger = logging.getLogger("detzoo.evaluation")
 
@@ -90,7 +93,7 @@ def _check_ids(coco_gt: COCO, results: list[dict], img_ids: Sequence[int] | None
     ):
         unknown = sorted(given - known)
         if unknown:
-            raise ValueError(
+            raise DataError(
                 f"{key} values {unknown[:10]} are not in the ground truth "
                 f"({len(known)} known, e.g. {sorted(known)[:10]})"
             )
@@ -108,13 +111,13 @@ def prepare_results(
     field = _RESULT_FIELD[iou_type]
     missing = sum(field not in r for r in results)
     if missing:
-        raise ValueError(f"iou_type {iou_type!r} needs {field!r} in every result; {missing} results lack it")
+        raise DataError(f"iou_type {iou_type!r} needs {field!r} in every result; {missing} results lack it")
     _check_ids(coco_gt, results, img_ids)
     if iou_type == "keypoints":
-        expected = 3 * len(Params(iouType="keypoints").kpt_oks_sigmas)
+        expected = 3 * _NUM_KEYPOINTS
         wrong = sorted({len(r["keypoints"]) for r in results} - {expected})
         if wrong:
-            raise ValueError(f"keypoint results have {wrong} values each; COCO's OKS sigmas need {expected}")
+            raise DataError(f"keypoint results have {wrong} values each; COCO's OKS sigmas need {expected}")
     if iou_type == "segm":
         return [{key: value for key, value in r.items() if key != "bbox"} for r in results]
     return results
@@ -141,50 +144,61 @@ def evaluate_coco(
     return {name: float(value) for name, value in zip(names, coco_eval.stats)}
 
 
-def _evaluable(ann: dict, iou_type: str) -> dict | None:
+def _evaluable(ann: dict, iou_type: str, image: dict | None) -> dict | str | None:
     """``ann`` as COCOeval can use it for ``iou_type`` (a copy if anything was filled in or
-    dropped), or None when it has nothing to evaluate there; see ``evaluable_ground_truth``."""
+    dropped), None when it has nothing to evaluate there, or what makes its RLE unusable;
+    see ``evaluable_ground_truth``. ``image``: its entry in the ground truth, if any."""
     out = ann if "area" in ann else {**ann, "area": float(ann["bbox"][2] * ann["bbox"][3])}
     if iou_type == "segm":
         segm = ann.get("segmentation")
         if isinstance(segm, list):
-            polygons = [p for p in segm if len(p) >= 6 and len(p) % 2 == 0]
+            polygons = [p for p in segm if finite_numbers(p) and len(p) >= 6 and len(p) % 2 == 0]
             if not polygons:
                 return None
             if len(polygons) != len(segm):
                 out = {**out, "segmentation": polygons}
         elif not isinstance(segm, dict):
             return None
+        else:
+            return rle_problem(segm, None if image is None else (image["height"], image["width"])) or out
     if iou_type == "keypoints":
-        if not ann.get("keypoints"):
-            return None
-        if "num_keypoints" not in ann:
-            out = {**out, "num_keypoints": sum(v > 0 for v in ann["keypoints"][2::3])}
+        if "num_keypoints" not in ann or not ann.get("keypoints"):
+            keypoints = ann.get("keypoints") or [0.0] * (3 * _NUM_KEYPOINTS)
+            out = {**out, "keypoints": keypoints, "num_keypoints": sum(v > 0 for v in keypoints[2::3])}
     return out
 
 
 def evaluable_ground_truth(coco_gt: COCO, iou_type: str) -> COCO:
     """``coco_gt`` itself, or a copy in which every annotation can be evaluated as
-    ``iou_type`` without crashing COCOeval (bad ground truth never stops an evaluation):
-    a missing ``area`` becomes the box area; for "segm", polygons of fewer than three
-    points are dropped and an annotation left without a polygon or RLE is left out (as
-    training skips it); for "keypoints", an annotation without keypoints is left out and a
-    missing ``num_keypoints`` counts the visible ones. What was left out is logged."""
-    fixed, left_out = {}, []
+    ``iou_type`` without crashing or hanging COCOeval (bad ground truth never stops an
+    evaluation): a missing ``area`` becomes the box area; for "segm", polygons of fewer
+    than three points (or of values that are not numbers) are dropped, and an annotation
+    left without a polygon, or with an RLE that pycocotools cannot take safely
+    (``detzoo.evaluation.segmentation.rle_problem``), is left out (as training skips or
+    refuses it); for "keypoints", an annotation without keypoints gets zeros, so that
+    COCOeval ignores it as it ignores every person without visible keypoints (as training
+    reads it: all invisible), and a missing ``num_keypoints`` counts the visible ones.
+    What was left out is logged."""
+    fixed, left_out, malformed = {}, [], {}
     for ann in coco_gt.dataset.get("annotations", []):
-        usable = _evaluable(ann, iou_type)
+        usable = _evaluable(ann, iou_type, coco_gt.imgs.get(ann["image_id"]))
         if usable is None:
             left_out.append(ann["id"])
+        elif isinstance(usable, str):
+            malformed[ann["id"]] = usable
         elif usable is not ann:
             fixed[ann["id"]] = usable
     if left_out:
-        shown = ", ".join(map(str, left_out[:_SHOWN_IDS])) + (", ..." if len(left_out) > _SHOWN_IDS else "")
-        what = "a polygon of 3+ points or an RLE" if iou_type == "segm" else "keypoints"
-        logger.warning("%d ground-truth annotation(s) without %s left out of the %s evaluation, ids %s",
-                       len(left_out), what, iou_type, shown)
-    if not fixed and not left_out:
+        logger.warning("%d ground-truth annotation(s) without a polygon of 3+ points or an RLE left out of the %s "
+                       "evaluation, ids %s", len(left_out), iou_type, _some(left_out))
+    if malformed:
+        first = next(iter(malformed))
+        logger.warning("%d ground-truth annotation(s) with an RLE pycocotools cannot take left out of the %s "
+                       "evaluation, ids %s; annotation %s has %s", len(malformed), iou_type, _some(list(malformed)),
+                       first, malformed[first])
+    if not fixed and not left_out and not malformed:
         return coco_gt
-    dropped = set(left_out)
+    dropped = {*left_out, *malformed}
     out = COCO()
     out.dataset = {
         **coco_gt.dataset,
@@ -193,6 +207,21 @@ def evaluable_ground_truth(coco_gt: COCO, iou_type: str) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         out.createIndex()
     return out
+
+
+def check_result_segmentations(coco_gt: COCO, results: Sequence[dict]) -> None:
+    """A ``DataError`` for the first result whose ``segmentation`` pycocotools cannot take
+    safely (``segmentation_problem`` for its image's size): results read from a file."""
+    for index, result in enumerate(results):
+        image = coco_gt.imgs.get(result.get("image_id"))
+        if "segmentation" in result and image is not None:
+            problem = segmentation_problem(result["segmentation"], (image["height"], image["width"]))
+            if problem:
+                raise DataError(f"result {index} (image {result['image_id']}) has {problem}")
+
+
+def _some(ids: list) -> str:
+    return ", ".join(map(str, ids[:_SHOWN_IDS])) + (", ..." if len(ids) > _SHOWN_IDS else "")
 
 
 def run_cocoeval(

@@ -41,6 +41,8 @@ import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params as _CocoParams
 
+from detzoo.errors import DataError
+
 IOU_TYPES = ("bbox", "segm", "keypoints")
 _EPS = np.spacing(1)
 
@@ -189,7 +191,7 @@ class _Detections:
         image_id = _numbers(results, "image_id", np.int64)
         unknown = np.setdiff1d(image_id, np.array(coco_gt.getImgIds(), dtype=np.int64))
         if unknown.size:
-            raise ValueError(f"results on image ids {unknown[:10].tolist()} that are not in the ground truth")
+            raise DataError(f"results on image ids {unknown[:10].tolist()} that are not in the ground truth")
         score = _numbers(results, "score", np.float64)
         img = _position(image_id, np.array(params.imgIds, dtype=np.int64))
         cat = _position(_numbers(results, "category_id", np.int64), np.array(params.catIds, dtype=np.int64))
@@ -428,17 +430,17 @@ def _numbers(items: Sequence[dict], key: str, dtype: type, what: str = "result")
         raise _missing(items, key, what) from None
 
 
-def _missing(items: Sequence[dict], key: str, what: str) -> ValueError:
+def _missing(items: Sequence[dict], key: str, what: str) -> DataError:
     """The error for the first item without ``key``, named by its id, else its position."""
     index, item = next((i, item) for i, item in enumerate(items) if key not in item)
     name = f"id {item['id']}" if "id" in item else index
-    return ValueError(f"{what} {name} has no {key!r}")
+    return DataError(f"{what} {name} has no {key!r}")
 
 
 def _boxes(items: Sequence[dict], what: str) -> np.ndarray:
     boxes = _values(items, "bbox", what)
     if set(map(len, boxes)) - {4}:
-        raise ValueError(f"every {what}'s bbox must be [x, y, w, h]")
+        raise DataError(f"every {what}'s bbox must be [x, y, w, h]")
     return np.fromiter(itertools.chain.from_iterable(boxes), np.float64, 4 * len(boxes)).reshape(-1, 4)
 
 
@@ -446,7 +448,7 @@ def _keypoints(items: Sequence[dict], num: int, what: str) -> np.ndarray:
     values = _values(items, "keypoints", what)
     wrong = sorted({len(v) for v in values} - {3 * num})
     if wrong:
-        raise ValueError(f"{what} keypoints have {wrong} values each; COCO's OKS sigmas need {3 * num}")
+        raise DataError(f"{what} keypoints have {wrong} values each; COCO's OKS sigmas need {3 * num}")
     return np.array(values, dtype=np.float64).reshape(len(items), 3 * num)
 
 

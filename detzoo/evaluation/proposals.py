@@ -18,6 +18,7 @@ import torch
 from pycocotools.coco import COCO
 
 from detzoo.engine.checkpoint import atomic_write
+from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.coco import _check_ids, instances_to_coco_results, run_cocoeval
 from detzoo.structures import Instances
 
@@ -163,26 +164,29 @@ def load_proposals(path: str | Path) -> dict[int, tuple[np.ndarray, np.ndarray]]
     """Read a file written by ``save_proposals`` (never unpickles); errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"proposals file not found: {path}")
+        raise MissingFileError(f"proposals file not found: {path}")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"proposals file {path} is not an .npz archive (not a zip file)")
+        raise DataError(f"proposals file {path} is not an .npz archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in _FILE_ARRAYS if key in npz.files}
+            not_arrays = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
     except Exception as e:  # numpy/zipfile raise many types for a bad file; all mean the same here
         if "allow_pickle" in str(e):  # numpy's refusal of an object array, which unpickling would build
-            raise ValueError(
+            raise DataError(
                 f"proposals file {path} was refused: it holds pickled Python objects, which loading would run "
                 "(a malicious file?); detzoo reads only numeric arrays from it"
             ) from e
-        raise ValueError(f"proposals file {path} could not be read (corrupt?): {type(e).__name__}: {e}") from e
+        raise DataError(f"proposals file {path} could not be read (corrupt?): {type(e).__name__}: {e}") from e
+    if not_arrays:  # an archive member without the .npy format: numpy hands back its bytes
+        raise DataError(f"proposals file {path}: member(s) {not_arrays} are not numpy arrays (.npy)")
     missing = [key for key in _FILE_ARRAYS if key not in arrays]
     if missing:
-        raise ValueError(f"proposals file {path} lacks arrays {missing}; it needs {list(_FILE_ARRAYS)}")
+        raise DataError(f"proposals file {path} lacks arrays {missing}; it needs {list(_FILE_ARRAYS)}")
     image_ids, counts, boxes, scores = (arrays[key] for key in _FILE_ARRAYS)
     problem = _layout_problem(image_ids, counts, boxes, scores)
     if problem:
-        raise ValueError(f"proposals file {path}: {problem}")
+        raise DataError(f"proposals file {path}: {problem}")
     ends = np.cumsum(counts)
     return {
         image_id: (boxes[end - count : end], scores[end - count : end])

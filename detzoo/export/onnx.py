@@ -59,6 +59,7 @@ from detzoo.config import apply_overrides, load_config
 from detzoo.data.build import build_transform
 from detzoo.detectors.model import DetectionModel, postprocess
 from detzoo.engine.checkpoint import CheckpointError, atomic_write
+from detzoo.errors import InputError, MissingFileError
 from detzoo.structures import Instances, PixelFormat, Size
 from detzoo.tools.benchmark import flops_input
 from detzoo.zoo.weights import read_weights
@@ -79,7 +80,7 @@ class OnnxGraph(nn.Module):
         super().__init__()
         if model.needs_proposals or "proposals" in model.outputs:
             kind = "Fast R-CNN (proposals as input)" if model.needs_proposals else "an RPN (proposals as output)"
-            raise ValueError(f"ONNX export covers detectors (Faster / Mask / Keypoint R-CNN, RetinaNet), not {kind}")
+            raise InputError(f"ONNX export covers detectors (Faster / Mask / Keypoint R-CNN, RetinaNet), not {kind}")
         self.model = model
         self.output_names = (
             ("boxes", "scores", "labels")
@@ -108,7 +109,7 @@ def export_onnx(
     default the config's ``test_scale`` x ``max_size``); the graph takes any size."""
     opset = DEFAULT_OPSET if opset is None else opset
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset {opset}: the export needs {MIN_OPSET} to {MAX_OPSET} "
+        raise InputError(f"opset {opset}: the export needs {MIN_OPSET} to {MAX_OPSET} "
                          f"(RoIAlign's aligned mode from {MIN_OPSET}; the TorchScript exporter up to {MAX_OPSET})")
     ckpt, source, _ = read_weights(checkpoint)
     meta = ckpt.get("meta", {})
@@ -164,7 +165,7 @@ class OnnxModel(nn.Module):
         super().__init__()
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX file not found: {path}")
+            raise MissingFileError(f"ONNX file not found: {path}")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         try:
@@ -215,7 +216,7 @@ def load_onnx_detector(
     pixel format the graph was exported for."""
     model = OnnxModel(path, threads=threads)
     meta = model.metadata["meta"]
-    cfg = apply_overrides(config_with_meta(load_config(config), meta), overrides)
+    cfg = apply_overrides(config_with_meta(load_config(config), meta, source=path), overrides)
     return Detector(
         model=model,
         class_names=meta["class_names"],

@@ -34,7 +34,9 @@ from typing import Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from detzoo.evaluation.coco import prepare_results, run_cocoeval
+from detzoo.engine.checkpoint import refuse_overwriting
+from detzoo.errors import DataError, MissingFileError
+from detzoo.evaluation.coco import check_result_segmentations, prepare_results, run_cocoeval
 
 ERROR_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 ERROR_COLORS = ("#1f3a93", "#3f7fbf", "#7fbfef", "#5fbf5f", "#efbf3f", "#ef7f3f", "#bf3f3f")
@@ -83,34 +85,34 @@ class Analysis:
 
 
 def load_results(path: str | Path) -> list[dict]:
-    """A COCO results json: a list of detections; a ValueError naming the file otherwise."""
+    """A COCO results json: a list of detections; a DataError naming the file otherwise."""
     try:
         results = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        raise DataError(f"{path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-        raise ValueError(f"{path}: expected a list of COCO result objects, as `detzoo test --out` writes")
+        raise DataError(f"{path}: expected a list of COCO result objects, as `detzoo test --out` writes")
     if not results:
-        raise ValueError(f"{path}: no detections to analyze")
+        raise DataError(f"{path}: no detections to analyze")
     for i, r in enumerate(results):
         missing = [k for k in ("image_id", "category_id", "score") if k not in r]
         if missing:
-            raise ValueError(f"{path}: result {i} has no {', '.join(missing)}")
+            raise DataError(f"{path}: result {i} has no {', '.join(missing)}")
     return results
 
 
 def load_coco(path: str | Path) -> COCO:
-    """A COCO annotation file; a ValueError naming it when it is not one."""
+    """A COCO annotation file; a DataError naming it when it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingFileError(f"annotation file not found: {path}")
     try:
         dataset = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        raise DataError(f"{path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(dataset, dict) or k not in dataset]
     if missing:
-        raise ValueError(f"{path}: not a COCO annotation file (no {', '.join(missing)})")
+        raise DataError(f"{path}: not a COCO annotation file (no {', '.join(missing)})")
     return _coco(dataset)
 
 
@@ -175,9 +177,10 @@ def analyze(
     coco_gt = load_coco(ann_file)
     results = load_results(results_file)
     try:
+        check_result_segmentations(coco_gt, results)
         curves, has_gt, precision = error_curves(coco_gt, results, iou_type=iou_type)
-    except ValueError as e:
-        raise ValueError(f"{results_file}: {e}") from None
+    except DataError as e:
+        raise DataError(f"{results_file}: {e}") from None
     cat_ids = sorted(coco_gt.getCatIds())
     names = [coco_gt.cats[c]["name"] for c in cat_ids]
     overall = _mean_over_categories(curves, has_gt)
@@ -187,6 +190,8 @@ def analyze(
     analysis = Analysis(iou_type, names, per_category_ap(precision, names), errors)
 
     out = Path(out_dir) / iou_type
+    tables = [out / f"{stem}.{ext}" for stem in analysis.tables() for ext in ("csv", "md")]
+    refuse_overwriting([*tables, out / "pr_all_classes.png"], [results_file, ann_file])
     (out / "pr_curves").mkdir(parents=True, exist_ok=True)
     for stem, (_, columns, rows) in analysis.tables().items():
         with open(out / f"{stem}.csv", "w", newline="") as f:

@@ -62,6 +62,7 @@ from detzoo.engine import distributed
 from detzoo.engine.evaluate import model_inputs
 from detzoo.engine.inference import inference_context
 from detzoo.engine.trainer import train
+from detzoo.errors import InputError, MissingFileError
 from detzoo.structures import PixelFormat, Size
 
 GIB = 2**30
@@ -303,7 +304,7 @@ def time_inference(
                 postprocess_s.append(end - detected)
                 detections.append(len(result))
     if not model_s:
-        raise ValueError(f"no image left to time after {warmup} warm-up images")
+        raise InputError(f"no image left to time after {warmup} warm-up images")
     return InferenceSpeed(
         images=len(model_s),
         warmup=warmup,
@@ -375,7 +376,7 @@ def time_loader(
             images, timed = images + len(batch), timed + 1
     seconds = time.perf_counter() - start
     if not timed:
-        raise ValueError(f"no batch left to time after {warmup} warm-up batches")
+        raise InputError(f"no batch left to time after {warmup} warm-up batches")
     rate = images / seconds
     return LoaderSpeed(
         input=input,
@@ -472,18 +473,18 @@ def benchmark(
               **{f"shape[{i}]": (side, 1) for i, side in enumerate(shape or ())}}
     for name, (value, least) in counts.items():
         if value < least:
-            raise ValueError(f"benchmark: {name} must be at least {least}, got {value}")
+            raise InputError(f"benchmark: {name} must be at least {least}, got {value}")
     for path in images:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"image not found: {path}")
+            raise MissingFileError(f"image not found: {path}")
     cfg = apply_overrides(load_config(config), overrides)
     if ((inference and images) or flops) and _meta_model(cfg).needs_proposals:
-        raise ValueError(
+        raise InputError(
             f"{config} takes precomputed proposals (Fast R-CNN): time its inference on data.val "
             "(data.val.proposals_file), not --images; its FLOPs are not counted (--skip-flops)"
         )
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda: no CUDA device is available")
+        raise InputError("device cuda: no CUDA device is available")
     target = distributed.init_from_env(device)
     speed = time_training(cfg, iters=train_iters, warmup=train_warmup, device=target) if train else None
     train_loader = test_loader = None

@@ -20,8 +20,10 @@ from torch import Tensor
 
 from detzoo.data.build import build_dataset, model_targets
 from detzoo.detectors.build import build_model
+from detzoo.engine.checkpoint import refuse_overwriting
+from detzoo.errors import InputError
 from detzoo.structures import ImageBatch, PixelFormat
-from detzoo.visualize import draw_detections
+from detzoo.visualize import draw_detections, drawing_paths
 
 
 def to_rgb(image: Tensor, pixel_format: PixelFormat) -> np.ndarray:
@@ -37,9 +39,10 @@ def to_rgb(image: Tensor, pixel_format: PixelFormat) -> np.ndarray:
 
 def browse(cfg: Mapping[str, Any], *, out: str | Path, split: str = "train", num: int = 8) -> list[Path]:
     """Draw the first ``num`` images of ``data.<split>`` after the training transforms
-    into ``out`` as ``<file stem>.png``; returns the files written."""
+    into ``out`` as ``<file stem>.png`` (``detzoo.visualize.drawing_paths``: a name for each
+    image, never one of the dataset's files); returns the files written."""
     if num < 1:
-        raise ValueError(f"--num must be at least 1, got {num}")
+        raise InputError(f"--num must be at least 1, got {num}")
     model = build_model(cfg["model"])
     dataset = build_dataset(
         cfg["data"],
@@ -49,10 +52,13 @@ def browse(cfg: Mapping[str, Any], *, out: str | Path, split: str = "train", num
         seed=cfg["runtime"]["seed"],
         **model_targets(model.outputs),
     )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for index in range(min(num, len(dataset))):
+    shown = range(min(num, len(dataset)))
+    sources = [dataset.img_dir / dataset.coco.imgs[dataset.image_ids[i]]["file_name"] for i in shown]
+    paths = drawing_paths(sources, out)
+    everything = (dataset.img_dir / image["file_name"] for image in dataset.coco.imgs.values())
+    refuse_overwriting(paths, [*everything, dataset.ann_file])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for index, path in zip(shown, paths):
         sample = dataset[index]
         batch = ImageBatch.from_tensors([sample.image], [sample.original_size], model.size_divisibility)
         padded_h, padded_w = batch.tensor.shape[-2:]
@@ -67,7 +73,5 @@ def browse(cfg: Mapping[str, Any], *, out: str | Path, split: str = "train", num
             objects["masks"] = F.pad(instances.masks, (0, padded_w - w, 0, padded_h - h)).numpy()
         if instances.keypoints is not None:
             objects["keypoints"] = instances.keypoints.numpy()
-        path = out / f"{Path(sample.file_name).stem}.png"
         draw_detections(Image.fromarray(to_rgb(batch.tensor[0], model.pixel_format)), objects).save(path)
-        written.append(path)
-    return written
+    return paths

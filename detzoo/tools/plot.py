@@ -16,28 +16,34 @@ import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
+from detzoo.errors import DataError, InputError
+
 LINESTYLES = ("-", "--", ":", "-.")
 MAX_COLUMNS = 4
 EVAL_SERIES_PER_TYPE = 2  # default panels: the first two metrics of each type (AP, AP50 / AR@100, AR@300)
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``log.jsonl``; a ValueError naming the file and line for a line
+    """The records of a ``log.jsonl``; a DataError naming the file and line for a line
     that is not a JSON object with an ``iter``."""
     path = Path(path)
+    try:
+        text = path.read_bytes().decode()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text log (not UTF-8 at byte {e.start})") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {number}: not JSON ({e.msg} at column {e.colno})") from None
+            raise DataError(f"{path}, line {number}: not JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(record, dict) or not isinstance(record.get("iter"), int):
-            raise ValueError(f"{path}, line {number}: expected a JSON object with an integer 'iter', got {line[:80]!r}")
+            raise DataError(f"{path}, line {number}: expected a JSON object with an integer 'iter', got {line[:80]!r}")
         records.append(record)
     if not records:
-        raise ValueError(f"{path}: no records")
+        raise DataError(f"{path}: no records")
     return records
 
 
@@ -78,7 +84,7 @@ def plot_logs(
     """Draw the panels ``keys`` (default: ``default_panels``) of the logs at ``paths``, up
     to ``MAX_COLUMNS`` in a row, and save them to ``out``; returns the panels drawn. One
     log: a colour per series; several: a colour per log (named by its folder), a line
-    style per series. A series that no log has is a ValueError listing those they have."""
+    style per series. A series that no log has is an InputError listing those they have."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,7 +99,7 @@ def plot_logs(
     panels = list(keys) if keys else default_panels(logs)
     for key in (k for panel in panels for k in panel.split(",")):
         if not any(series(records, key)[0] for records in logs):
-            raise ValueError(f"no log has {key!r}; they have: {', '.join(_available(logs))}")
+            raise InputError(f"no log has {key!r}; they have: {', '.join(_available(logs))}")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     columns = min(len(panels), MAX_COLUMNS)
     rows = -(-len(panels) // columns)

@@ -31,6 +31,7 @@ import yaml
 
 from detzoo.config import ConfigError, check_keys, config_root
 from detzoo.engine.checkpoint import atomic_write, hash_in_name
+from detzoo.errors import UserError
 from detzoo.zoo.converters import CONVERTERS
 
 INDEX_NAME = "model-index.yml"
@@ -45,7 +46,7 @@ HEADER = (
 )
 
 
-class ZooError(ValueError):
+class ZooError(UserError, ValueError):
     """A model index, metafile or run record is invalid, or a model name is unknown."""
 
 

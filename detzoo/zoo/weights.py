@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detzoo.engine.checkpoint import CheckpointError, cache_dir, fetch_checkpoint, load_checkpoint
+from detzoo.errors import MissingFileError
 from detzoo.zoo.converters import CONVERTERS, convert_checkpoint, detect_format
 from detzoo.zoo.metafile import ZooError, find_model
 
@@ -43,7 +44,7 @@ def read_weights(checkpoint: str | Path) -> tuple[dict, Path, Path | None]:
     try:
         model = find_model(name)
     except ZooError as e:
-        raise FileNotFoundError(f"checkpoint {name!r} is neither a file nor a zoo model: {e}") from e
+        raise MissingFileError(f"checkpoint {name!r} is neither a file nor a zoo model: {e}") from e
     if model.weights is None:
         raise CheckpointError(f"zoo model {name} has no published weights ({model.metafile} lists none)")
     weights = model.weights
