@@ -15,7 +15,7 @@ from detzoo.data.coco import read_image, rgb_array, rgb_tensor
 from detzoo.data.build import build_transform
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
-from detzoo.engine.checkpoint import load_state
+from detzoo.engine.checkpoint import CheckpointError, load_state
 from detzoo.engine.inference import predict_images
 from detzoo.engine.tta import build_tta
 from detzoo.structures import Instances

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import detzoo
 from detzoo.config import apply_overrides, load_config
 from detzoo.errors import InputError, MissingFileError, UserError
 from detzoo.zoo.converters import CONVERTERS

@@ -758,7 +758,6 @@ def test_a_checkpoint_may_set_only_the_conventions_converters_record(overrides, 
     results = tmp_path / "results.json"
     results.write_text("[]")
     before = digests(ckpt, results)
-    key = next(iter(overrides))
     fails(capsys, "test", TINY, ckpt, "--out", results, *sets(*data_overrides(synth_data)),
           culprit=ckpt, match=match)
     assert digests(ckpt, results) == before
