@@ -17,6 +17,7 @@ import inspect
 from detzoo.backbones.resnet import ResNet
 from detzoo.config import ConfigError, check_signature
 from detzoo.detectors.model import DetectionModel
+from detzoo.errors import UserError
 from detzoo.heads.box import BoxPredictor, ConvFCBoxHead, Res5BoxHead, RoIHeads
 from detzoo.heads.mask_keypoint import KeypointBranch, KeypointHead, MaskBranch, MaskHead
 from detzoo.heads.retina import RetinaNet, RetinaNetHead
@@ -44,7 +45,7 @@ def _build(fn: Callable, section: str, cfg: Mapping[str, Any], **derived: Any) -
     check_signature(section, cfg, fn, exclude=derived)
     try:
         return fn(**cfg, **derived)
-    except ConfigError:
+    except UserError:  # already names its culprit
         raise
     except (ValueError, RuntimeError) as e:
         raise ConfigError(f"{section}: {e}") from e
