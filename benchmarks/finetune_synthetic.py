@@ -36,7 +36,8 @@ def _run(out: Path, name: str, data: Path, iters: int, sets: list[str]) -> dict:
     ])
     start = time.perf_counter()
     metrics = train(cfg, work_dir=out / name)
-    return {"box_AP": metrics["bbox"]["AP"], "AP50": metrics["bbox"]["AP50"], "seconds": time.perf_counter() - start}
+    return {"box_AP": 100 * metrics["bbox"]["AP"], "AP50": 100 * metrics["bbox"]["AP50"],
+            "seconds": time.perf_counter() - start}
 
 
 def main() -> None:
