@@ -241,7 +241,7 @@ def test_stage_split_names_the_model_stages_and_sums_to_x(config, stages):
     assert split.total_gflops == pytest.approx(count_complexity(model, (64, 96)).gflops)
 
 
-def test_amp_reaches_the_model(synth_data, tmp_path):
+def test_amp_reaches_the_model(synth_data, tmp_path, capsys):
     record = _run(["benchmark", TINY, *_sets(synth_data), *FAST, "--skip-train", "--skip-loader", "--amp", "bf16"],
                   tmp_path)
     assert record["amp"] == "bf16" and set(record["peak_share"]) == {"fp32", "bf16"}
@@ -257,3 +257,8 @@ def test_amp_reaches_the_model(synth_data, tmp_path):
     fp32, bf16 = predictions[()], predictions[("--amp", "bf16")]
     assert fp32 != bf16  # bf16 rounding reaches the scores
     assert np.max(fp32["scores"]) == pytest.approx(np.max(bf16["scores"]), abs=0.05)
+
+    # detzoo test: fp16 reaches the inference's autocast, which refuses it on the CPU in one line
+    assert main(["test", TINY, str(checkpoint), *_sets(synth_data), "--amp", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("detzoo test: error:") and "runtime.amp='fp16' needs CUDA" in err[-1], err
