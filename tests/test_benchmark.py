@@ -28,6 +28,7 @@ from detzoo.tools.benchmark import (
     time_inference,
     time_loader,
 )
+from detzoo.zoo.metafile import read_run
 from tests.conftest import TESTS
 
 TINY = str(TESTS / "configs" / "tiny_faster_rcnn.py")
@@ -118,6 +119,7 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
     assert peak["shape"] == [1, 16, 8, 8] and record["amp"] is None
     rate = record["complexity"]["gflops"] / (stages["model_s"] + stages["postprocess_s"])
     assert record["peak_share"] == pytest.approx({k: rate / v for k, v in peak["gflops_s"].items()})
+    assert read_run(tmp_path / "bench.json") == record  # what `detzoo zoo record` files
 
     text = capsys.readouterr().out
     for label in ("fps", "X + Y", "s/iter", "data wait", "peak RSS", "GFLOPs", "params", "threads", "loader / model",
