@@ -206,6 +206,9 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
         train=not args.skip_train,
         flops=not args.skip_flops,
         loader=not args.skip_loader,
+        peak=not args.skip_peak,
+        peak_shape=args.peak_shape,
+        stage_runs=args.stage_runs,
         command=args.command_line,
     )
     print(result.text())
@@ -279,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="config file or name, e.g. faster_rcnn_r50_fpn_1x_coco")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 
+    def with_amp(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--amp", choices=["bf16", "fp16"],
+                       help="inference under autocast in this dtype: --set runtime.amp=... (fp16: CUDA only)")
+
     p = sub.add_parser("train", help="train a config")
     with_config(p)
     p.add_argument("--work-dir", help="default: work_dirs/<config name>")
@@ -297,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         with_config(p)
         p.add_argument("checkpoint", help="checkpoint file, or a zoo model name for its published weights")
         p.add_argument("--device", default="cpu")
+        with_amp(p)
         p.set_defaults(fn=fn)
         if name == "test":
             p.add_argument("--out", help="write the COCO results json here (an RPN: the proposals .npz)")
@@ -391,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-flops", action="store_true")
     p.add_argument("--skip-loader", action="store_true", help="skip timing the data loaders alone")
+    p.add_argument("--skip-peak", action="store_true", help="skip measuring the machine's conv peaks")
+    p.add_argument("--peak-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
+                   help="the conv peak's map: a 3x3 C -> C convolution on N x C x H x W (default: 1 256 100 168)")
+    p.add_argument("--stage-runs", type=int, default=5,
+                   help="runs of the stage split (an image of the FLOPs' shape) after the warm-up")
+    with_amp(p)
     p.add_argument("--json", help="write the figures here as JSON (what the zoo metafiles record)")
     p.set_defaults(fn=cmd_benchmark)
 
@@ -435,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["detzoo", *argv])
+    if getattr(args, "amp", None) is not None:  # --amp: the shorthand of --set runtime.amp=..., after the --set's
+        args.set.append(f"runtime.amp={args.amp!r}")
     try:
         args.fn(args)
     except KeyboardInterrupt as e:  # Ctrl-C: one line (training says what it left and how to resume)

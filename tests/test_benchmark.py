@@ -18,12 +18,23 @@ from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
 from detzoo.engine.checkpoint import save_checkpoint
 from detzoo.evaluation.proposals import save_proposals
-from detzoo.tools.benchmark import flops_input, image_inputs, time_inference, time_loader
+from detzoo.tools.benchmark import (
+    PEAK_SHAPE,
+    conv_peak,
+    count_complexity,
+    flops_input,
+    image_inputs,
+    split_stages,
+    time_inference,
+    time_loader,
+)
+from detzoo.zoo.metafile import read_run
 from tests.conftest import TESTS
 
 TINY = str(TESTS / "configs" / "tiny_faster_rcnn.py")
 IMAGES = sorted(str(p) for p in (TESTS / "data" / "coco" / "images").glob("*.jpg"))
-FAST = ["--warmup", "1", "--train-warmup", "1", "--train-iters", "1", "--device", "cpu"]
+FAST = ["--warmup", "1", "--train-warmup", "1", "--train-iters", "1", "--device", "cpu", "--peak-shape", "1", "16",
+        "8", "8", "--stage-runs", "1"]
 SCHEMA = {
     "config": None,
     "checkpoint": None,
@@ -35,8 +46,12 @@ SCHEMA = {
     "complexity": {"gflops", "params_m", "input_shape"},
     **dict.fromkeys(("train_loader", "test_loader"), {"input", "batches", "warmup", "images", "num_workers",
                                                       "images_per_s", "model_images_per_s", "ratio"}),
+    "amp": None,
+    "peak": {"shape", "calls", "gflops_s", "notes"},
+    "stages": {"input_shape", "runs", "warmup", "model_s", "postprocess_s", "seconds", "gflops"},
+    "peak_share": {"fp32", "bf16"},
 }
-PARTS = ("inference", "train", "complexity", "train_loader", "test_loader")
+PARTS = ("inference", "train", "complexity", "train_loader", "test_loader", "peak", "stages")
 
 
 def _sets(data_root):
@@ -97,8 +112,18 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
     assert record["complexity"]["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
     assert record["complexity"]["input_shape"] == [3, 64, 96]
 
+    # the stage split on the FLOPs' image: its FLOPs are the complexity's, its share of each peak GFLOPs / (X + Y)
+    stages, peak = record["stages"], record["peak"]
+    assert stages["input_shape"] == [3, 64, 96] and stages["runs"] == 1
+    assert sum(stages["gflops"].values()) == pytest.approx(record["complexity"]["gflops"])
+    assert peak["shape"] == [1, 16, 8, 8] and record["amp"] is None
+    rate = record["complexity"]["gflops"] / (stages["model_s"] + stages["postprocess_s"])
+    assert record["peak_share"] == pytest.approx({k: rate / v for k, v in peak["gflops_s"].items()})
+    assert read_run(tmp_path / "bench.json") == record  # what `detzoo zoo record` files
+
     text = capsys.readouterr().out
-    for label in ("fps", "X + Y", "s/iter", "data wait", "peak RSS", "GFLOPs", "params", "threads", "loader / model"):
+    for label in ("fps", "X + Y", "s/iter", "data wait", "peak RSS", "GFLOPs", "params", "threads", "loader / model",
+                  "conv peak", "fp32 peak", "roi_heads"):
         assert label in text, label
 
 
@@ -128,10 +153,10 @@ def test_loader_rate_counts_the_images_after_the_warmup_batches(monkeypatch):
 @pytest.mark.parametrize(
     "skips, kept",
     [
-        (["--skip-train", "--skip-flops"], ["inference", "test_loader"]),
-        (["--skip-inference", "--skip-train"], ["complexity"]),
-        (["--skip-inference", "--skip-flops", "--set", "data.num_workers=1"], ["train", "train_loader"]),
-        (["--skip-inference", "--skip-flops", "--skip-loader"], ["train"]),
+        (["--skip-train", "--skip-flops", "--skip-peak"], ["inference", "test_loader"]),
+        (["--skip-inference", "--skip-train", "--skip-peak"], ["complexity"]),
+        (["--skip-inference", "--skip-flops", "--skip-peak", "--set", "data.num_workers=1"], ["train", "train_loader"]),
+        (["--skip-inference", "--skip-flops", "--skip-loader"], ["train", "peak"]),
     ],
 )
 def test_skips_leave_their_parts_null(skips, kept, synth_data, tmp_path):
@@ -171,9 +196,71 @@ def test_fast_rcnn_times_inference_on_the_proposals_of_data_val(synth_data, tmp_
         (["no_such_config_name"], "no_such_config_name"),
         ([TINY, "--set", "data.val.img_dirr=x"], "img_dirr"),
         ([TINY, "--num-images", "0"], "num_images"),
+        ([TINY, "--peak-shape", "1", "0", "8", "8"], "peak_shape[1]"),
+        ([TINY, "--amp", "fp16"], "runtime.amp='fp16' needs CUDA"),
     ],
 )
 def test_bad_input_is_one_error_line(args, names, capsys):
     assert main(["benchmark", *args, "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("detzoo benchmark: error:") and names in err[0], err
+
+
+def test_conv_peak_is_the_best_call_after_the_warmup(monkeypatch):
+    # per call the clock is read before and after the convolution: the warm-up call 5 s, then 3, 2 and 4 s
+    ticks = iter(t for start, seconds in zip([0.0, 10.0, 20.0, 30.0], [5.0, 3.0, 2.0, 4.0]) for t in
+                 (start, start + seconds))
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    peak = conv_peak(torch.device("cpu"), ("fp32",), shape=(2, 16, 8, 4), calls=3)
+    assert peak.gflops_s == {"fp32": pytest.approx(2 * 2 * 16 * 16 * 9 * 8 * 4 / 2.0 / 1e9)}
+    assert PEAK_SHAPE == (1, 256, 100, 168)  # the issue's map, 2 * 256 * 256 * 9 * 100 * 168 FLOPs per call
+
+
+def test_conv_peak_measures_fp32_and_bf16():
+    peak = conv_peak(torch.device("cpu"), shape=(1, 32, 16, 16), calls=2)
+    assert set(peak.gflops_s) == {"fp32", "bf16"} and peak.calls == 2
+    assert peak.gflops_s["fp32"] > 0
+    # bf16 runs on every CPU torch supports (emulated without AVX512-BF16 / AMX, which a note says)
+    assert peak.gflops_s["bf16"] is not None and peak.gflops_s["bf16"] > 0
+    assert not torch.ops.mkldnn._is_mkldnn_bf16_supported() or "bf16" not in peak.notes
+
+
+@pytest.mark.parametrize("config, stages", [
+    (TINY, ["backbone", "neck", "dense_head", "roi_heads"]),
+    (str(TESTS / "configs" / "tiny_mask_rcnn_c4.py"), ["backbone", "dense_head", "roi_heads"]),  # C4: no neck
+])
+def test_stage_split_names_the_model_stages_and_sums_to_x(config, stages):
+    model = load_model(config).model
+    split = split_stages(model, (64, 96), warmup=1, runs=2)
+    assert list(split.seconds) == [*stages, "other", "postprocess"] and split.runs == 2
+    assert all(split.seconds[name] > 0 for name in stages)
+    # the stages are X but for moving the image to the device and padding it: most of it
+    staged = sum(split.seconds[name] for name in stages)
+    assert 0.5 * split.model_s < staged <= split.model_s
+    assert sum(split.seconds.values()) == pytest.approx(split.model_s + split.postprocess_s)
+    assert split.seconds["postprocess"] == split.postprocess_s
+    assert list(split.gflops) == [*stages, "postprocess"] and all(split.gflops[name] > 0 for name in stages)
+    assert split.total_gflops == pytest.approx(count_complexity(model, (64, 96)).gflops)
+
+
+def test_amp_reaches_the_model(synth_data, tmp_path, capsys):
+    record = _run(["benchmark", TINY, *_sets(synth_data), *FAST, "--skip-train", "--skip-loader", "--amp", "bf16"],
+                  tmp_path)
+    assert record["amp"] == "bf16" and set(record["peak_share"]) == {"fp32", "bf16"}
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "weights.pth"
+    save_checkpoint(checkpoint, {"model": build_model(load_config(TINY)["model"]).state_dict()})
+    predictions = {}
+    for amp in ([], ["--amp", "bf16"]):
+        out = tmp_path / ("infer" + "".join(amp))
+        assert main(["infer", TINY, str(checkpoint), IMAGES[0], "--out", str(out), *amp]) == 0
+        (predictions[tuple(amp)],) = json.loads((out / "predictions.json").read_text()).values()
+    fp32, bf16 = predictions[()], predictions[("--amp", "bf16")]
+    assert fp32 != bf16  # bf16 rounding reaches the scores
+    assert np.max(fp32["scores"]) == pytest.approx(np.max(bf16["scores"]), abs=0.05)
+
+    # detzoo test: fp16 reaches the inference's autocast, which refuses it on the CPU in one line
+    assert main(["test", TINY, str(checkpoint), *_sets(synth_data), "--amp", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("detzoo test: error:") and "runtime.amp='fp16' needs CUDA" in err[-1], err

@@ -20,6 +20,17 @@
   trainer's step alone, because a starved trainer's s/iter is the loader's own time, which
   would put the ratio at 1. Test: reading + the test transform of the inference inputs, one
   at a time in this process (as ``predict`` runs them), against the fps.
+- **Conv peak**: the machine's own limit, for scale: the best of several calls (after a
+  warm-up call) of a 3x3, 256 -> 256 channel convolution on a 1x256x100x168 channels-last
+  map (the kernel that dominates these models), in fp32 and in bf16 (and fp16 with
+  ``--amp fp16``) through the tensors' dtype, under inference mode. The model's share of
+  a peak is its FLOPs over the stage split's X + Y over the peak.
+- **Stage split**: one image of the FLOPs' shape run through the inference timing
+  (``warmup`` + ``num_images`` times, under ``runtime.amp``) with forward pre- and post-hooks
+  on the model's ``backbone``, ``neck``, ``dense_head`` (its NMS included) and ``roi_heads``
+  (clocks read after ``torch.cuda.synchronize`` on a GPU): each stage's time and its FLOPs
+  (``FlopCounterMode``'s per-module counts on one forward), "other" the rest of X (onto
+  the device, padding), postprocess Y with the counted FLOPs outside the four modules.
 - **FLOPs and parameters**: ``torch.utils.flop_counter.FlopCounterMode`` over one eval
   forward at a fixed input shape, one multiply-add counted as 2 FLOPs (mmdetection's
   ``get_flops`` counts multiply-adds, half this number); parameters: every parameter of
@@ -30,6 +41,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import itertools
@@ -47,6 +59,7 @@ import numpy as np
 import torch
 import torchvision
 from torch import Tensor
+from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import detzoo
@@ -60,7 +73,7 @@ from detzoo.detectors.build import build_model
 from detzoo.detectors.model import DetectionModel
 from detzoo.engine import distributed
 from detzoo.engine.evaluate import model_inputs
-from detzoo.engine.inference import inference_context
+from detzoo.engine.inference import AMP_DTYPES, autocast_dtype, inference_context
 from detzoo.engine.trainer import train
 from detzoo.errors import InputError, MissingFileError
 from detzoo.structures import PixelFormat, Size
@@ -72,6 +85,10 @@ _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 # one timed model input: the resized, normalised image, its original size, and the
 # forward's other keyword arguments (Fast R-CNN's proposals)
 ModelInput = tuple[Tensor, Size, dict[str, Any]]
+# the conv peak's map, N x C x H x W: a 3x3 C -> C convolution, the kernel that dominates these models
+PEAK_SHAPE = (1, 256, 100, 168)
+# the model's stages, attributes of DetectionModel (None where a model has no such stage)
+STAGES = ("backbone", "neck", "dense_head", "roi_heads")
 RANDOM_INIT = (
     "random init (no checkpoint): speed does not depend on the weights, but the number of detections "
     "does, and Y grows with it"
@@ -153,6 +170,39 @@ class Complexity(_Part):
 
 
 @dataclass(frozen=True)
+class ConvPeak(_Part):
+    """The machine's conv peak per dtype name ("fp32", "bf16", "fp16"): the best GFLOP/s of
+    ``calls`` calls, after one warm-up call, of a 3x3 C -> C convolution (padding 1) on a
+    channels-last map of ``shape`` (N, C, H, W); None where the device does not run that
+    dtype, with the reason in ``notes`` (which also says where a CPU emulates bf16)."""
+
+    shape: tuple[int, int, int, int]
+    calls: int
+    gflops_s: dict[str, float | None]
+    notes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StageSplit(_Part):
+    """Mean seconds per image of each stage the model has (``STAGES``), of "other" (the rest
+    of X) and of "postprocess" (Y), over ``runs`` forwards after ``warmup`` of an image of
+    ``input_shape``; ``gflops`` of each stage and of "postprocess" (the counted FLOPs outside
+    the stages) on one forward of that image; ``model_s`` + ``postprocess_s`` = X + Y."""
+
+    input_shape: tuple[int, int, int]
+    runs: int
+    warmup: int
+    model_s: float
+    postprocess_s: float
+    seconds: dict[str, float]
+    gflops: dict[str, float]
+
+    @property
+    def total_gflops(self) -> float:
+        return sum(self.gflops.values())
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """What ``detzoo benchmark`` measured, with where and how."""
 
@@ -166,14 +216,30 @@ class Benchmark:
     complexity: Complexity | None
     train_loader: LoaderSpeed | None
     test_loader: LoaderSpeed | None
+    amp: str | None = None  # runtime.amp of the inference and the stage split
+    peak: ConvPeak | None = None
+    stages: StageSplit | None = None
+
+    @property
+    def peak_dtype(self) -> str:
+        """The dtype whose peak the model's figures are set against: runtime.amp's, else fp32."""
+        return self.amp or "fp32"
+
+    def peak_share(self) -> dict[str, float] | None:
+        """The model's share of each measured peak: the stage split's GFLOPs / (X + Y) / peak."""
+        if self.peak is None or self.stages is None:
+            return None
+        rate = self.stages.total_gflops / (self.stages.model_s + self.stages.postprocess_s)
+        return {name: rate / peak for name, peak in self.peak.gflops_s.items() if peak is not None}
 
     def record(self) -> dict[str, Any]:
         """The JSON the zoo metafiles record (``detzoo benchmark --json``)."""
         parts = {k: None if v is None else v.record() for k, v in
                  (("inference", self.inference), ("train", self.train), ("complexity", self.complexity),
-                  ("train_loader", self.train_loader), ("test_loader", self.test_loader))}
+                  ("train_loader", self.train_loader), ("test_loader", self.test_loader), ("peak", self.peak),
+                  ("stages", self.stages))}
         return {"config": self.config, "checkpoint": self.checkpoint, "command": self.command, "date": self.date,
-                "environment": self.environment, **parts}
+                "environment": self.environment, "amp": self.amp, **parts, "peak_share": self.peak_share()}
 
     def text(self) -> str:
         """The readable report."""
@@ -216,6 +282,20 @@ class Benchmark:
                 f"get_flops counts multiply-adds: {c.gflops / 2:.4g}); RoI heads: on the proposals kept for this input",
                 f"  params     {c.params_m:.2f} M (all, frozen included)",
             ]
+        if self.peak is not None:
+            p = self.peak
+            lines.append(f"conv peak    best of {p.calls} calls of a 3x3 {p.shape[1]} -> {p.shape[1]} conv on a "
+                         f"{'x'.join(map(str, p.shape))} channels-last map, inference mode")
+            share = self.peak_share() or {}
+            for name, rate in p.gflops_s.items():
+                figure = "not measured" if rate is None else f"{rate:.1f} GFLOP/s"
+                if name in share:
+                    figure += f"; the model (GFLOPs / (X + Y) of the stage split) at {100 * share[name]:.1f}%"
+                note = f" ({p.notes[name]})" if name in p.notes else ""
+                lines.append(f"  {name:<10} {figure}{note}")
+        if self.stages is not None:
+            lines += _stage_lines(self.stages, self.peak_dtype,
+                                  None if self.peak is None else self.peak.gflops_s.get(self.peak_dtype))
         if self.train_loader is not None or self.test_loader is not None:
             lines.append("loader       each data path alone, no model, against the model's own images/s "
                          "(loader / model > 1: the model never waits for data)")
@@ -224,6 +304,23 @@ class Benchmark:
         if self.test_loader is not None:
             lines += _loader_lines("test", self.test_loader, "inference fps")
         return "\n".join(lines)
+
+
+def _stage_lines(split: StageSplit, dtype: str, peak: float | None) -> list[str]:
+    """The stage split's table: stage, ms, share of X + Y, GFLOPs, % of the ``dtype`` peak."""
+    shape = "x".join(map(str, split.input_shape))
+    total = split.model_s + split.postprocess_s
+    lines = [
+        f"stages       one {shape} image, {split.runs} runs after {split.warmup} warm-up; X + Y = "
+        f"{1e3 * split.model_s:.1f} + {1e3 * split.postprocess_s:.1f} ms",
+        f"  {'stage':<12}{'ms':>9}{'time':>8}{'GFLOPs':>10}{f'{dtype} peak':>11}",
+    ]
+    for name, seconds in split.seconds.items():
+        gflops = split.gflops.get(name)
+        share = "-" if gflops is None or peak is None or seconds <= 0 else f"{100 * gflops / seconds / peak:.1f}%"
+        lines.append(f"  {name:<12}{1e3 * seconds:>9.2f}{100 * seconds / total:>7.1f}%"
+                     f"{'-' if gflops is None else f'{gflops:.4g}':>10}{share:>11}")
+    return lines
 
 
 def _loader_lines(path: str, speed: LoaderSpeed, model: str) -> list[str]:
@@ -314,6 +411,96 @@ def time_inference(
         postprocess_s=float(np.mean(postprocess_s)),
         detections=float(np.mean(detections)),
     )
+
+
+@contextlib.contextmanager
+def stage_clock(model: DetectionModel) -> Iterator[dict[str, list[float]]]:
+    """The seconds of each call of each stage the model has, in call order, from forward
+    pre- and post-hooks (the clock read after ``synchronize``), while the context is open."""
+    device = model.device
+    seconds: dict[str, list[float]] = {name: [] for name in STAGES if getattr(model, name) is not None}
+    starts: dict[str, float] = {}
+
+    def before(name: str, *_: Any) -> None:
+        synchronize(device)
+        starts[name] = time.perf_counter()
+
+    def after(name: str, *_: Any) -> None:
+        synchronize(device)
+        seconds[name].append(time.perf_counter() - starts[name])
+
+    handles = [hook for name in seconds for hook in (
+        getattr(model, name).register_forward_pre_hook(functools.partial(before, name)),
+        getattr(model, name).register_forward_hook(functools.partial(after, name)),
+    )]
+    try:
+        yield seconds
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def split_stages(model: DetectionModel, shape: Size, *, warmup: int, runs: int, amp: str | None = None) -> StageSplit:
+    """Where the time and the FLOPs of an inference go, stage by stage, on ``flops_input`` of
+    ``shape``: ``time_inference`` of that image ``warmup + runs`` times under ``stage_clock``,
+    and ``FlopCounterMode``'s per-module counts of one forward (as ``count_complexity``)."""
+    image = flops_input(model.pixel_format, shape)
+    with stage_clock(model) as clock:
+        speed = time_inference(model, itertools.repeat((image, shape, {}), warmup + runs), warmup=warmup,
+                               input="stage split", amp=amp)
+    seconds = {name: float(np.mean(calls[warmup:])) for name, calls in clock.items()}
+    counts = {name: sum(ops.values()) / 1e9 for name, ops in _count_flops(model, image).get_flop_counts().items()}
+    root = type(model).__name__
+    gflops = {name: counts.get(f"{root}.{name}", 0.0) for name in seconds}
+    return StageSplit(
+        input_shape=(3, *shape),
+        runs=runs,
+        warmup=warmup,
+        model_s=speed.model_s,
+        postprocess_s=speed.postprocess_s,
+        seconds={**seconds, "other": speed.model_s - sum(seconds.values()), "postprocess": speed.postprocess_s},
+        gflops={**gflops, "postprocess": counts.get("Global", 0.0) - sum(gflops.values())},
+    )
+
+
+def conv_peak(
+    device: torch.device, dtypes: Sequence[str] = ("fp32", "bf16"), *, shape: tuple[int, int, int, int] = PEAK_SHAPE,
+    calls: int = 5,
+) -> ConvPeak:
+    """The device's conv peak in each of ``dtypes`` ("fp32", or a ``runtime.amp`` name): the
+    best of ``calls`` timed calls of a 3x3 C -> C convolution on a channels-last map of
+    ``shape`` (N, C, H, W), input and weight in that dtype, under inference mode."""
+    n, c, h, w = shape
+    flops = 2 * n * c * c * 9 * h * w
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator)
+    weight = torch.randn(c, c, 3, 3, generator=generator) / (3 * c**0.5)
+    rates: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    for name in dtypes:
+        dtype = AMP_DTYPES.get(name, torch.float32)
+        if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            rates[name], notes[name] = None, f"skipped: {torch.cuda.get_device_name(device)} has no bfloat16"
+            continue
+        if device.type == "cpu" and dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            notes[name] = "this CPU has no native bf16 (no AVX512-BF16 / AMX): emulated"
+        args = [t.to(device, dtype).contiguous(memory_format=torch.channels_last) for t in (x, weight)]
+        best = float("inf")
+        try:
+            with torch.inference_mode():
+                for call in range(calls + 1):
+                    synchronize(device)
+                    start = time.perf_counter()
+                    F.conv2d(*args, padding=1)
+                    synchronize(device)
+                    seconds = time.perf_counter() - start
+                    if call:  # the first call is the warm-up
+                        best = min(best, seconds)
+        except RuntimeError as e:
+            rates[name], notes[name] = None, f"skipped: {device.type} does not run a {name} convolution ({e})"
+            continue
+        rates[name] = flops / best / 1e9
+    return ConvPeak(shape=tuple(shape), calls=calls, gflops_s=rates, notes=notes)
 
 
 def _memory_gb(device: torch.device) -> float:
@@ -423,16 +610,22 @@ def count_complexity(model: DetectionModel, shape: Size) -> Complexity:
     """FLOPs of one eval forward on ``flops_input`` of ``shape`` (convolutions and matrix
     products, as ``FlopCounterMode`` counts them; the RoI heads' share depends on how many
     proposals the dense head keeps, so on the weights), and the model's parameter count."""
-    model.eval()
     image = flops_input(model.pixel_format, shape).to(model.device)
-    with FlopCounterMode(display=False) as counter:
-        model([image])
     return Complexity(
-        gflops=counter.get_total_flops() / 1e9,
+        gflops=_count_flops(model, image).get_total_flops() / 1e9,
         params_m=sum(p.numel() for p in model.parameters()) / 1e6,
         input_shape=(3, *shape),
         padded_shape=tuple(model.preprocess([image], None).tensor.shape[-2:]),
     )
+
+
+@torch.no_grad()
+def _count_flops(model: DetectionModel, image: Tensor) -> FlopCounterMode:
+    """The counter after one eval forward of ``image``: total and per-module FLOPs."""
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model([image])
+    return counter
 
 
 def _meta_model(cfg: Mapping[str, Any]) -> DetectionModel:
@@ -457,6 +650,9 @@ def benchmark(
     train: bool = True,
     flops: bool = True,
     loader: bool = True,
+    peak: bool = True,
+    peak_shape: Sequence[int] | None = None,
+    stage_runs: int = 5,
     command: str = "",
 ) -> Benchmark:
     """Measure ``config`` (a name or path, with ``overrides``) on ``device`` ("auto": CUDA
@@ -467,9 +663,14 @@ def benchmark(
     input once), then FLOPs at ``shape`` (h, w; default the config's ``test_scale`` x
     ``max_size``). With ``loader``, the training loader alone after the training (as many
     batches) and the inference inputs' reading and transform alone after the inference.
-    ``command`` is recorded as the command that produced the figures."""
+    With inference and FLOPs, the stage split on an image of ``shape`` (``warmup`` +
+    ``stage_runs`` runs); with ``peak``, the conv peaks (fp32, bf16, and fp16 when
+    ``runtime.amp`` is fp16) on a map of ``peak_shape`` (default ``PEAK_SHAPE``). ``command`` is recorded as the
+    command that produced the figures."""
+    peak_shape = tuple(peak_shape or PEAK_SHAPE)
     counts = {"warmup": (warmup, 0), "train_warmup": (train_warmup, 0), "train_iters": (train_iters, 1),
-              "num_images": (1 if num_images is None else num_images, 1),
+              "num_images": (1 if num_images is None else num_images, 1), "stage_runs": (stage_runs, 1),
+              **{f"peak_shape[{i}]": (side, 1) for i, side in enumerate(peak_shape)},
               **{f"shape[{i}]": (side, 1) for i, side in enumerate(shape or ())}}
     for name, (value, least) in counts.items():
         if value < least:
@@ -486,13 +687,15 @@ def benchmark(
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("device cuda: no CUDA device is available")
     target = distributed.init_from_env(device)
+    amp = cfg["runtime"].get("amp")
+    autocast_dtype(amp, target)  # a wrong runtime.amp is an error before anything runs
     speed = time_training(cfg, iters=train_iters, warmup=train_warmup, device=target) if train else None
     train_loader = test_loader = None
     if speed is not None and loader:
         train_loader = time_train_loader(cfg, iters=train_iters, warmup=train_warmup,
                                          model_images_per_s=speed.images_per_s)
 
-    inference_speed = complexity = None
+    inference_speed = complexity = stages = None
     if inference or flops:
         detector = load_model(config, checkpoint, device=str(target), overrides=overrides)
         model, data = detector.model, detector.config["data"]
@@ -508,7 +711,7 @@ def benchmark(
             source += ", cycled" if warmup + count > available else ""
             inference_speed = time_inference(
                 model, itertools.islice(inputs(), warmup + count), warmup=warmup, input=source,
-                amp=detector.config["runtime"].get("amp"),
+                amp=amp,
             )
             if loader:
                 test_loader = time_loader(
@@ -517,7 +720,13 @@ def benchmark(
                     model_images_per_s=inference_speed.fps,
                 )
         if flops:
-            complexity = count_complexity(model, tuple(shape or (data["test_scale"], data["max_size"])))
+            flops_shape = tuple(shape or (data["test_scale"], data["max_size"]))
+            complexity = count_complexity(model, flops_shape)
+            if inference:
+                stages = split_stages(model, flops_shape, warmup=warmup, runs=stage_runs, amp=amp)
+    peaks = None
+    if peak:
+        peaks = conv_peak(target, ("fp32", "bf16", *(["fp16"] if amp == "fp16" else [])), shape=peak_shape)
     return Benchmark(
         config=Path(str(config)).stem,
         checkpoint=None if checkpoint is None else str(checkpoint),
@@ -529,4 +738,7 @@ def benchmark(
         complexity=complexity,
         train_loader=train_loader,
         test_loader=test_loader,
+        amp=amp,
+        peak=peaks,
+        stages=stages,
     )

@@ -113,6 +113,10 @@ class MeasuredRun:
     metrics: dict[str, dict[str, float]] | None
     train_loader: dict[str, Any] | None
     test_loader: dict[str, Any] | None
+    amp: str | None = None
+    peak: dict[str, Any] | None = None
+    stages: dict[str, Any] | None = None
+    peak_share: dict[str, float] | None = None
 
     @property
     def device_label(self) -> str:
@@ -415,6 +419,10 @@ _RUN = {
     "metrics": (False, _section),
     "train_loader": (False, _section),
     "test_loader": (False, _section),
+    "amp": (False, lambda v: v in (None, "bf16", "fp16")),
+    "peak": (False, _section),
+    "stages": (False, _section),
+    "peak_share": (False, _section),
 }
 _LOADER = {
     "input": (True, _text), "batches": (True, _count), "warmup": (True, _count), "images": (True, _count),
