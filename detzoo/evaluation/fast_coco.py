@@ -7,7 +7,8 @@ per (category, area range, max dets, IoU threshold). Here
 
 - the IoUs are computed once per (image, category): box IoU and keypoint OKS for the
   (detection, ground truth) pairs of all images at once, mask IoU with pycocotools' C
-  ``mask.iou`` per (image, category);
+  ``mask.iou`` per (image, category), which gives the detections' mask areas too (each RLE
+  is read once);
 - the greedy matching goes through the detections by rank, the r-th detection of every
   (image, category) in one step, for all area ranges and IoU thresholds together;
 - accumulate sorts the detections once (by category, then score) and gets precision, recall
