@@ -263,6 +263,55 @@ def test_masks_from_polygons_with_box_areas():
     assert_same(dataset, results, "segm")
 
 
+def test_many_overlapping_masks():
+    """One crowded image: 24 overlapping objects of two categories (1 in 4 a crowd, as an
+    uncompressed RLE), 300 detections, jittered copies and random blobs, some empty, a few
+    touching the border; mask IoUs, crowd IoUs (over the detection's area) and mask areas
+    as pycocotools computes them."""
+    rng = np.random.default_rng(7)
+    h, w = 90, 120
+    anns, results = [], []
+    objects = []
+    for i in range(24):
+        mask = np.zeros((h, w), dtype=bool)
+        y0, x0 = int(rng.integers(0, h - 20)), int(rng.integers(0, w - 20))
+        mask[y0 : y0 + int(rng.integers(5, 40)), x0 : x0 + int(rng.integers(5, 50))] = True
+        mask &= rng.random((h, w)) < 0.9  # ragged: many runs
+        crowd = int(i % 4 == 1)
+        ann = {"id": i + 1, "image_id": 1, "category_id": 1 + i % 2, "iscrowd": crowd, "area": float(mask.sum()),
+               "bbox": [float(x0), float(y0), 1.0, 1.0],
+               "segmentation": uncompressed_rle(mask) if crowd else rle(mask)}  # fmt: skip
+        anns.append(ann)
+        objects.append((mask, ann["category_id"]))
+    for n in range(300):
+        mask, label = objects[n % len(objects)]
+        moved = np.roll(mask, (int(rng.integers(-6, 7)), int(rng.integers(-6, 7))), axis=(0, 1))
+        if n % 10 == 9:
+            moved = rng.random((h, w)) < rng.uniform(0, 0.05)  # blobs, the odd empty one
+        if n % 50 == 0:
+            moved = np.zeros((h, w), dtype=bool)
+        results.append({"image_id": 1, "category_id": label if n % 7 else 3 - label, "score": score(rng),
+                        "segmentation": rle(moved)})  # fmt: skip
+    dataset = {"images": [{"id": 1, "height": h, "width": w}, {"id": 2, "height": 30, "width": 40}],
+               "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], "annotations": anns}  # fmt: skip
+    evaluated = assert_same(dataset, results, "segm")
+    assert 0.05 < evaluated.stats[0] < 0.95
+    assert_same(dataset, results, "segm", useCats=0)
+
+
+def test_mask_of_another_size_than_its_image():
+    """A result RLE of another size than its image: pycocotools' mask IoU is -1 where the
+    boxes overlap, its area the RLE's own."""
+    dataset, results = random_dataset(1, masks=True)
+    image = dataset["images"][2]
+    h, w = image["height"], image["width"]
+    mask = np.zeros((h + 3, w), dtype=bool)
+    mask[: h // 2, : w // 2] = True
+    results = [*results, {"image_id": image["id"], "category_id": 1, "score": 0.95, "segmentation": rle(mask)},
+               {"image_id": image["id"], "category_id": 2, "score": 0.95, "segmentation": rle(mask)}]  # fmt: skip
+    assert_same(dataset, results, "segm")
+
+
 def keypoint_dataset(seed: int, *, boxes: bool) -> tuple[dict, list[dict]]:
     """People with 17 keypoints, each visible with probability 0.7 (some with none visible
     but a positive num_keypoints, some with num_keypoints 0: ignored); detections are noisy

@@ -7,7 +7,8 @@ per (category, area range, max dets, IoU threshold). Here
 
 - the IoUs are computed once per (image, category): box IoU and keypoint OKS for the
   (detection, ground truth) pairs of all images at once, mask IoU with pycocotools' C
-  ``mask.iou`` per (image, category);
+  ``mask.iou`` per (image, category), which gives the detections' mask areas too (each RLE
+  is read once);
 - the greedy matching goes through the detections by rank, the r-th detection of every
   (image, category) in one step, for all area ranges and IoU thresholds together;
 - accumulate sorts the detections once (by category, then score) and gets precision, recall
@@ -117,7 +118,11 @@ class FastCOCOeval:
         gt = _GroundTruth(coco_gt, params)
         dt = _Detections(coco_gt, results, params, num_groups=gt.num_groups)
         pairs = _Pairs(gt, dt)
-        ious = _pair_ious(coco_gt, gt, dt, pairs, params)
+        if params.iouType == "segm":
+            ious, mask_area = _mask_ious(coco_gt, gt, dt, pairs)
+            dt.area = mask_area if dt.area is None else dt.area
+        else:
+            ious = _pair_ious(gt, dt, pairs, params)
         self.eval = _accumulate(_match(ious, pairs, gt, dt, params), gt, dt, params)
 
     @functools.cached_property
@@ -215,9 +220,10 @@ class _Detections:
             self.rles = _rles(coco_gt, self.results or [results[i] for i in index], "result")
         if by_box:
             self.area = self.boxes[:, 2] * self.boxes[:, 3]
+        elif by_mask and params.iouType == "segm":
+            self.area = None  # measured with the mask IoUs, by _mask_ious
         elif by_mask:
-            chunks = range(0, len(self.rles), 255)  # mask.area of 256 or more fails (pycocotools 2.0.11)
-            self.area = np.array([a for i in chunks for a in mask_utils.area(self.rles[i : i + 255])], dtype=np.float64)
+            self.area = _mask_areas(self.rles)
         else:
             keypoints = _keypoints(self.results, len(params.kpt_oks_sigmas), "result")
             x, y = keypoints[:, 0::3], keypoints[:, 1::3]
@@ -238,20 +244,43 @@ class _Pairs:
         self.obj = gt.start[group] + within % gt.count[group]
 
 
-def _pair_ious(coco_gt: COCO, gt: _GroundTruth, dt: _Detections, pairs: _Pairs, params: Params) -> np.ndarray:
-    """COCOeval's computeIoU / computeOks of the pairs: box IoU and OKS vectorised, mask IoU
-    with pycocotools' C ``mask.iou`` per group."""
+def _pair_ious(gt: _GroundTruth, dt: _Detections, pairs: _Pairs, params: Params) -> np.ndarray:
+    """COCOeval's computeIoU ("bbox") / computeOks of the pairs, vectorised."""
     if params.iouType == "bbox":
         return _box_iou(dt.boxes[pairs.det], _boxes(gt.anns, "ground-truth annotation")[pairs.obj], gt.crowd[pairs.obj])
-    if params.iouType == "keypoints":
-        return _oks(dt.results, gt, pairs.det, pairs.obj, params.kpt_oks_sigmas)
-    dt_rles, gt_rles = dt.rles, _rles(coco_gt, gt.anns, "ground-truth annotation")
+    return _oks(dt.results, gt, pairs.det, pairs.obj, params.kpt_oks_sigmas)
+
+
+def _mask_ious(coco_gt: COCO, gt: _GroundTruth, dt: _Detections, pairs: _Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval's computeIoU ("segm") of the pairs and the detections' mask areas, reading
+    each detection's RLE once: one call of pycocotools' C ``mask.iou`` per (image, category)
+    with both, against its ground truth and a last column, the whole image (not crowd), whose
+    IoU with a detection is its area / (h x w), so that the area is that times h x w rounded
+    (exact: the error is below area x 2^-52); ``mask.area`` for the other detections and for
+    any of another size than its image (IoU -1)."""
+    gt_rles = _rles(coco_gt, gt.anns, "ground-truth annotation")
     crowd = gt.crowd.astype(int).tolist()
-    ious = [np.zeros(0)]
-    for g in pairs.groups:
-        dts, gts = slice(dt.start[g], dt.start[g] + dt.count[g]), slice(gt.start[g], gt.start[g] + gt.count[g])
-        ious.append(np.asarray(mask_utils.iou(dt_rles[dts], gt_rles[gts], crowd[gts])).ravel())
-    return np.concatenate(ious)
+    ious, area = np.zeros(len(pairs.det)), np.full(len(dt.group), -1.0)
+    whole: dict[tuple[int, int], dict] = {}  # the whole image's RLE by (h, w)
+    for g, start in zip(pairs.groups.tolist(), pairs.start.tolist()):
+        d0, g0, num_gt = dt.start[g], gt.start[g], gt.count[g]
+        image = coco_gt.imgs[dt.results[d0]["image_id"]]
+        h, w = image["height"], image["width"]
+        if (h, w) not in whole:
+            whole[h, w] = mask_utils.frPyObjects({"size": [h, w], "counts": [0, h * w]}, h, w)
+        dts = dt.rles[d0 : d0 + dt.count[g]]
+        both = np.asarray(mask_utils.iou(dts, [*gt_rles[g0 : g0 + num_gt], whole[h, w]], [*crowd[g0 : g0 + num_gt], 0]))
+        ious[start : start + both[:, :-1].size] = both[:, :-1].ravel()
+        area[d0 : d0 + len(dts)] = np.rint(both[:, -1] * (h * w))
+    rest = np.nonzero(area < 0)[0]
+    area[rest] = _mask_areas([dt.rles[i] for i in rest])
+    return ious, area
+
+
+def _mask_areas(rles: list[dict]) -> np.ndarray:
+    """pycocotools' ``mask.area`` of the RLEs, in chunks: 256 or more fail (pycocotools 2.0.11)."""
+    chunks = range(0, len(rles), 255)
+    return np.array([a for i in chunks for a in mask_utils.area(rles[i : i + 255])], dtype=np.float64)
 
 
 def _box_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:

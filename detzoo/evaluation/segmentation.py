@@ -25,9 +25,11 @@ def _is_int(value: Any) -> bool:
 
 def finite_numbers(values: Any) -> bool:
     """A list or tuple of finite numbers (ints or floats; not bools, strings or NaN)."""
-    return isinstance(values, (list, tuple)) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
-    )
+    if not isinstance(values, (list, tuple)):
+        return False
+    if set(map(type, values)) <= {int, float}:  # the usual case, checked at C speed
+        return all(map(math.isfinite, values))
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
 def segmentation_problem(segm: Any, size: Sequence[int] | None = None) -> str | None:
