@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test test-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 	tests/wheel_smoke.sh $(PY)
+
+# while developing: the suite without the slow, parity and distributed tiers (tests/conftest.py)
+test-quick: venv
+	$(PY) -m pytest -q -m "not slow and not parity and not distributed"
 
 clean:
 	rm -rf $(VENV) demo_out work_dirs

@@ -6,6 +6,20 @@ from detzoo.config import apply_overrides, load_config
 from detzoo.data.synthetic import data_overrides, make_synthetic_coco
 
 TESTS = Path(__file__).parent
+# test tiers: `make test` runs every test; `make test-quick` leaves these marks out
+TIERS = {
+    "parity": ("test_parity_torchvision.py", "test_parity_mmdet.py", "test_fpg.py", "test_nas_fpn.py"),
+    "distributed": ("test_distributed.py",),
+    "slow": ("test_speed_paths.py", "test_export_onnx.py", "test_convert_detectron.py", "test_training.py",
+             "test_pretrained.py", "test_configs.py"),
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        for marker, files in TIERS.items():
+            if item.path.name in files:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
