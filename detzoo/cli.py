@@ -50,7 +50,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     from detzoo.api import load_model
     from detzoo.data.build import build_dataset
     from detzoo.engine import distributed
-    from detzoo.engine.checkpoint import refuse_overwriting
+    from detzoo.files import refuse_overwriting
     from detzoo.engine.evaluate import compare_classes, evaluate
     from detzoo.engine.tta import build_tta
     from detzoo.evaluation.coco import format_table
@@ -102,7 +102,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
 
     from detzoo.api import load_model
     from detzoo.data.coco import read_rgb
-    from detzoo.engine.checkpoint import atomic_write, refuse_overwriting
+    from detzoo.files import atomic_write, refuse_overwriting
     from detzoo.visualize import draw_detections, drawing_paths, to_jsonable
 
     files = _image_files(args.images)  # before the model is loaded
@@ -133,7 +133,8 @@ def cmd_infer(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     from detzoo.api import build_detector
     from detzoo.config import load_config
-    from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, refuse_overwriting, save_checkpoint
+    from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from detzoo.files import refuse_overwriting
     from detzoo.zoo.converters import convert_checkpoint
 
     refuse_overwriting([args.out], [args.src, args.config])
@@ -149,7 +150,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from detzoo.engine.checkpoint import refuse_overwriting
+    from detzoo.files import refuse_overwriting
     from detzoo.export.onnx import export_onnx
 
     refuse_overwriting([args.out], [args.config, args.checkpoint])
@@ -186,7 +187,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
-    from detzoo.engine.checkpoint import atomic_write, refuse_overwriting
+    from detzoo.files import atomic_write, refuse_overwriting
     from detzoo.tools.benchmark import benchmark
 
     if args.json:
@@ -250,7 +251,7 @@ def cmd_zoo_record(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from detzoo.engine.checkpoint import refuse_overwriting
+    from detzoo.files import refuse_overwriting
     from detzoo.tools.plot import plot_logs
 
     refuse_overwriting([args.out], args.logs)

@@ -596,7 +596,7 @@ def test_disk_full_while_saving_keeps_the_last_good_checkpoint(synth_data, tmp_p
         saves.append(file)
         return FullDisk(file, mode.replace("b", "")) if len(saves) == 2 else open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr("detzoo.engine.checkpoint.open", open_on_a_filling_disk, raising=False)
+    monkeypatch.setattr("detzoo.files.open", open_on_a_filling_disk, raising=False)
     fails(capsys, "train", TINY, "--work-dir", work,
           *sets(*data_overrides(synth_data), "schedule={'iters': 6, 'steps': (4,)}", "runtime.checkpoint_interval=3"),
           culprit=work / "checkpoint.pth",

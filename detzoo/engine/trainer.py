@@ -18,7 +18,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import detzoo
 from detzoo.config import ConfigError, check_keys, dump_config
 from detzoo.data.build import build_dataset, model_targets
 from detzoo.data.loader import build_train_loader
@@ -41,6 +40,7 @@ from detzoo.engine.workdir import CHECKPOINT, FINAL, LOG, TENSORBOARD, claim_wor
 from detzoo.errors import UserError
 from detzoo.evaluation.coco import format_table
 from detzoo.layers.norm import is_norm
+from detzoo.version import __version__
 
 logger = logging.getLogger("detzoo.train")
 
@@ -153,7 +153,7 @@ def _checkpoint_meta(cfg: Mapping[str, Any], dataset) -> dict[str, Any]:
         "config": dict(cfg),
         "class_names": list(dataset.class_names),
         "cat_ids": list(dataset.cat_ids),
-        "detzoo_version": detzoo.__version__,
+        "detzoo_version": __version__,
     }
 
 

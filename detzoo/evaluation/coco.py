@@ -17,7 +17,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params
 
-from detzoo.engine.checkpoint import atomic_write
+from detzoo.files import atomic_write
 from detzoo.errors import DataError
 from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
 from detzoo.evaluation.segmentation import finite_numbers, rle_problem, segmentation_problem

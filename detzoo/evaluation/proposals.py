@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
-from detzoo.engine.checkpoint import atomic_write
+from detzoo.files import atomic_write
 from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.coco import _check_ids, instances_to_coco_results, run_cocoeval
 from detzoo.structures import Instances

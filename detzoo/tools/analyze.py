@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from detzoo.engine.checkpoint import refuse_overwriting
+from detzoo.files import refuse_overwriting
 from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.coco import check_result_segmentations, prepare_results, run_cocoeval
 

@@ -62,7 +62,6 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-import detzoo
 from detzoo.api import load_model
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.build import build_dataset, model_targets
@@ -77,6 +76,7 @@ from detzoo.engine.inference import AMP_DTYPES, autocast_dtype, inference_contex
 from detzoo.engine.trainer import train
 from detzoo.errors import InputError, MissingFileError
 from detzoo.structures import PixelFormat, Size
+from detzoo.version import __version__
 
 GIB = 2**30
 # ru_maxrss is in KiB on Linux, in bytes on macOS
@@ -356,7 +356,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
-        "detzoo": detzoo.__version__,
+        "detzoo": __version__,
         "python": platform.python_version(),
     }
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from detzoo.data.build import build_dataset, model_targets
 from detzoo.detectors.build import build_model
-from detzoo.engine.checkpoint import refuse_overwriting
+from detzoo.files import refuse_overwriting
 from detzoo.errors import InputError
 from detzoo.structures import ImageBatch, PixelFormat
 from detzoo.visualize import draw_detections, drawing_paths

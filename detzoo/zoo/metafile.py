@@ -30,7 +30,8 @@ from typing import Any
 import yaml
 
 from detzoo.config import ConfigError, check_keys, config_root
-from detzoo.engine.checkpoint import atomic_write, hash_in_name
+from detzoo.engine.checkpoint import hash_in_name
+from detzoo.files import atomic_write
 from detzoo.errors import UserError
 from detzoo.zoo.converters import CONVERTERS
 

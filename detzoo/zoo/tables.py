@@ -19,7 +19,7 @@ import yaml
 
 from detzoo.backbones.imagenet import WEIGHTS
 from detzoo.config import load_config
-from detzoo.engine.checkpoint import atomic_write
+from detzoo.files import atomic_write
 from detzoo.zoo.metafile import MeasuredRun, Reference, Zoo, ZooError, ZooModel
 
 # metafile metric -> (list / table column, measured metrics kind and key)
