@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from detzoo.errors import UserError
 from detzoo.layers.norm import FrozenBatchNorm2d
+from detzoo.layers.state import state_mismatches
 
 LAYOUTS = ("pytorch", "detectron")
 _TORCHVISION = "https://download.pytorch.org/models/"
@@ -234,18 +235,12 @@ def load_resnet_state(modules: Mapping[str, nn.Module], state: Mapping[str, Tens
            for key, value in module.state_dict().items() if not key.endswith(counter)}
     state = {k: v for k, v in state.items() if not k.endswith(counter)}
     built = {key.split(".")[0] for key in own}
-    missing = [k for k in own if k not in state]
-    unused = [k for k in state if k not in own]
-    extra = [k for k in unused if not (k.startswith("fc.") or re.match(r"layer\d\.", k) and k.split(".")[0] not in built)]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
-    problems = [f"{len(items)} {what}: {', '.join(items[:4])}{', ...' if len(items) > 4 else ''}"
-                for what, items in (("missing", missing), ("unexpected", extra), ("with another shape", shapes))
-                if items]
+    problems = state_mismatches(own, state, may_be_unused=lambda k: k.startswith("fc.") or bool(
+        re.match(r"layer\d\.", k)) and k.split(".")[0] not in built)
     if problems:
         raise PretrainedError(f"ImageNet weights {source} do not fit model.backbone (its depth, groups, width "
                               "or norm differ from the file's): " + "; ".join(problems))
     for prefix, module in modules.items():
         module.load_state_dict({k: v if k.endswith(counter) else state[prefix + k]
                                 for k, v in module.state_dict().items()})
-    return unused
+    return [k for k in state if k not in own]

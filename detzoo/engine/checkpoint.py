@@ -44,6 +44,7 @@ from torch import Tensor
 
 from detzoo.errors import InputError, MissingFileError, UserError
 from detzoo.files import atomic_write
+from detzoo.layers.state import state_mismatches
 
 _HASH_IN_NAME = re.compile(r".+-([0-9a-f]{8})\.pth")
 _URL_SCHEMES = ("http", "https", "file")
@@ -366,15 +367,7 @@ def load_state(model: torch.nn.Module, state: Mapping[str, Tensor], source: str 
     own = model.state_dict()
     state = {**{k: v for k, v in own.items() if k.endswith(counter)},
              **{k: v for k, v in state.items() if not k.endswith(counter) or k in own}}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = [
-        f"{len(items)} {what}: {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
-        for what, items in (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes))
-        if items
-    ]
+    problems = state_mismatches(own, state)
     if problems:
         raise CheckpointError(f"checkpoint {source} does not fit the model of its config: " + "; ".join(problems))
     model.load_state_dict(state)
