@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align as tv_roi_align
 
-from detzoo.layers.roi_pool import MultiLevelRoIAlign, roi_align
+from detzoo.layers.roi_pool import MultiLevelRoIAlign, roi_align, roi_align_kernel
 
 STRIDES = [4, 8, 16, 32]
 
@@ -136,3 +136,29 @@ def test_traced_pooler_runs_torchvision_roi_align_per_level():
         traced = torch.jit.trace(pool, (p2, p3, _rois(12, 1, (128, 160), gen)[:, 1:]))
     boxes = _rois(20, 1, (128, 160), gen)[:, 1:]
     _assert_close_to_scale(traced(p2, p3, boxes), pool(p2, p3, boxes))
+
+
+@pytest.mark.parametrize("sampling_ratio, aligned", [(2, False), (0, True)])
+def test_torchvision_kernel_equals_detzoo_kernel(sampling_ratio, aligned):
+    """The branch a GPU runs (torchvision's kernel per level, ``kernel="auto"`` on CUDA),
+    selected on the CPU: the same values and gradients as detzoo's gather."""
+    gen = torch.Generator().manual_seed(3)
+    features = [torch.randn(2, 6, -(-96 // s), -(-128 // s), generator=gen, requires_grad=True) for s in STRIDES]
+    boxes = [_rois(n, 1, (96, 128), gen)[:, 1:] for n in (40, 30)]
+    pooled = {}
+    for kernel in ("detzoo", "torchvision"):
+        pooler = MultiLevelRoIAlign(strides=STRIDES, output_size=7, sampling_ratio=sampling_ratio, aligned=aligned,
+                                    kernel=kernel)
+        out = pooler(features, boxes)
+        pooled[kernel] = out, _grads(out, features)
+    _assert_close_to_scale(pooled["torchvision"][0], pooled["detzoo"][0])
+    for got, ref in zip(pooled["torchvision"][1], pooled["detzoo"][1]):
+        _assert_close_to_scale(got, ref)
+
+
+def test_auto_kernel_is_torchvision_on_cuda_and_when_traced():
+    assert roi_align_kernel(torch.device("cpu"), tracing=False) == "detzoo"
+    assert roi_align_kernel(torch.device("cuda", 0), tracing=False) == "torchvision"
+    assert roi_align_kernel(torch.device("cpu"), tracing=True) == "torchvision"
+    with pytest.raises(ValueError, match="kernel must be one of 'auto', 'detzoo', 'torchvision', got 'cudnn'"):
+        MultiLevelRoIAlign(strides=STRIDES, output_size=7, kernel="cudnn")

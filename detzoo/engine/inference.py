@@ -59,7 +59,11 @@ def predict_images(
     (``build_transform(..., train=False)``), applied to each image and its
     ``proposals`` (Fast R-CNN's, in the image's pixels), the images batched together;
     with ``tta`` its augmentations replace it, image by image. ``amp``: ``runtime.amp``,
-    the network under autocast in that dtype (decoding, NMS and pasting stay fp32)."""
+    the network under autocast in that dtype (decoding, NMS and pasting stay fp32). The
+    images go to the model's device as read (uint8 on a GPU: a quarter of the float
+    image's transfer), so resizing and normalising run there."""
+    images = [image.to(model.device) for image in images]
+    proposals = None if proposals is None else [p.to(model.device) for p in proposals]
     with inference_context(model.device, amp):
         if tta is not None:
             return [tta(model, image, p) for image, p in zip(images, proposals or [None] * len(images))]

@@ -22,9 +22,12 @@ over all RoIs of all levels in one pass, with a multithreaded backward:
 ``detzoo.layers.mask_ops.mask_targets`` keeps torchvision's ``roi_align`` (one channel: see
 there).
 
-A traced model (ONNX export) runs torchvision's ``roi_align`` per level instead, which the
-exporter writes as ONNX's ``RoiAlign``: the entries' number depends on the boxes (adaptive
-sampling, ragged slots), which a trace cannot follow.
+Two cases run torchvision's ``roi_align`` per level instead (``kernel="torchvision"``, what
+``kernel="auto"`` picks for them): a traced model (ONNX export), which the exporter writes as
+ONNX's ``RoiAlign`` (the entries' number depends on the boxes, which a trace cannot follow),
+and maps on a GPU, where torchvision's CUDA kernels are faster than this gather, which is a
+CPU optimisation. Selecting a level's boxes there reads their count back to the host (one
+synchronisation per level, as torchvision's ``MultiScaleRoIAlign``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_area
 from torchvision.ops import roi_align as tv_roi_align
+
+KERNELS = ("auto", "detzoo", "torchvision")
 
 
 def _starts(counts: Tensor) -> Tensor:
@@ -165,17 +170,24 @@ def roi_align(
     output_size: int,
     sampling_ratio: int = 0,
     aligned: bool = True,
+    kernel: str = "auto",
 ) -> Tensor:
     """torchvision's ``roi_align`` of (K, 5) ``rois`` (image index, x1, y1, x2, y2 in image
     pixels), RoI k on ``features[levels[k]]`` (N, C, H, W) at ``scales[levels[k]]`` (all on
     the first map when ``levels`` is None). Returns (K, C, S, S) in the maps' dtype, computed
-    in at least fp32 (as torchvision under autocast), channels-last in memory."""
+    in at least fp32 (as torchvision under autocast), channels-last in memory for
+    ``kernel="detzoo"``. ``kernel``: "detzoo" (all levels in one gather), "torchvision"
+    (its kernel per level) or "auto" (``roi_align_kernel``)."""
     if len(features) != len(scales):
         raise ValueError(f"roi_align: {len(features)} feature maps but {len(scales)} scales")
     if levels is None:
         levels = torch.zeros(rois.shape[0], dtype=torch.int64, device=rois.device)
-    if torch.jit.is_tracing():
-        return _traced_roi_align(features, rois, levels, scales, output_size, sampling_ratio, aligned)
+    if kernel == "auto":
+        kernel = roi_align_kernel(features[0].device, tracing=torch.jit.is_tracing())
+    if kernel == "torchvision":
+        return _per_level_roi_align(features, rois, levels, scales, output_size, sampling_ratio, aligned)
+    if kernel != "detzoo":
+        raise ValueError(f"roi_align: kernel must be one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
     c = features[0].shape[1]
     dtype = torch.promote_types(features[0].dtype, torch.float32)
     rows = [f.flatten(2).transpose(1, 2) for f in features]  # (N, H * W, C): views
@@ -188,7 +200,13 @@ def roi_align(
     return out.view(rois.shape[0], output_size, output_size, c).permute(0, 3, 1, 2).to(features[0].dtype)
 
 
-def _traced_roi_align(
+def roi_align_kernel(device: torch.device, *, tracing: bool) -> str:
+    """The kernel ``kernel="auto"`` runs: torchvision's in a traced model and on CUDA,
+    detzoo's gather otherwise (the CPU)."""
+    return "torchvision" if tracing or device.type == "cuda" else "detzoo"
+
+
+def _per_level_roi_align(
     features: Sequence[Tensor],
     rois: Tensor,
     levels: Tensor,
@@ -197,8 +215,8 @@ def _traced_roi_align(
     sampling_ratio: int,
     aligned: bool,
 ) -> Tensor:
-    """``roi_align`` in a traced model: torchvision's per level, which the ONNX exporter
-    writes as ``RoiAlign``."""
+    """``roi_align`` by torchvision's kernel, one level at a time (the ONNX exporter writes
+    it as ``RoiAlign``)."""
     out = rois.new_zeros((rois.shape[0], features[0].shape[1], output_size, output_size)).to(features[0].dtype)
     for level, (feature, scale) in enumerate(zip(features, scales)):
         idx = torch.nonzero(levels == level).flatten()
@@ -215,7 +233,8 @@ class MultiLevelRoIAlign(nn.Module):
     RoIAlign.
 
     ``aligned`` / ``sampling_ratio``: detectron2 and mmdetection use True / 0,
-    torchvision False / 2.
+    torchvision False / 2. ``kernel``: ``roi_align``'s ("auto": torchvision's per level on a
+    GPU and in a traced model, detzoo's gather on the CPU).
     """
 
     def __init__(
@@ -227,8 +246,12 @@ class MultiLevelRoIAlign(nn.Module):
         aligned: bool = True,
         canonical_level: int = 4,
         canonical_size: int = 224,
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
+        self.kernel = kernel
         self.scales = [1.0 / s for s in strides]
         levels = [int(round(math.log2(s))) for s in strides]
         if levels != list(range(levels[0], levels[0] + len(levels))):
@@ -258,5 +281,5 @@ class MultiLevelRoIAlign(nn.Module):
         levels = self.assign_levels(rois[:, 1:]) if len(features) > 1 else None
         return roi_align(
             features, rois, levels, scales=self.scales, output_size=self.output_size,
-            sampling_ratio=self.sampling_ratio, aligned=self.aligned,
+            sampling_ratio=self.sampling_ratio, aligned=self.aligned, kernel=self.kernel,
         )
