@@ -1,6 +1,8 @@
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.synthetic import data_overrides, make_synthetic_coco
@@ -13,6 +15,14 @@ TIERS = {
     "slow": ("test_speed_paths.py", "test_export_onnx.py", "test_convert_detectron.py", "test_training.py",
              "test_pretrained.py", "test_configs.py"),
 }
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (`make test` runs ``-n auto``), each worker takes its share of the
+    cores, so that the workers' threads do not outnumber them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def pytest_collection_modifyitems(items) -> None:
