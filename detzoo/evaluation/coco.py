@@ -11,8 +11,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params
@@ -20,7 +18,7 @@ from pycocotools.cocoeval import Params
 from detzoo.files import atomic_write
 from detzoo.errors import DataError
 from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
-from detzoo.evaluation.segmentation import finite_numbers, rle_problem, segmentation_problem
+from detzoo.evaluation.segmentation import finite_numbers, masks_to_rles, rle_problem, segmentation_problem
 from detzoo.structures import Instances
 
 _AREA_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -36,14 +34,14 @@ _NUM_KEYPOINTS = len(Params(iouType="keypoints").kpt_oks_sigmas)  # COCO's 17
 logger = logging.getLogger("detzoo.evaluation")
 
 
-def _encode_masks(masks: torch.Tensor) -> list[dict]:
-    """(N, H, W) bool/uint8 masks -> compressed RLEs with str counts (JSON-serialisable)."""
-    if masks.dtype not in (torch.bool, torch.uint8):
-        raise ValueError(f"Instances.masks must be bool or uint8 binary masks, got {masks.dtype}")
-    rles = mask_utils.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8)))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
+def coco_index(dataset: dict) -> COCO:
+    """pycocotools' index of a COCO ``dataset`` (the dict itself, not a copy), built without
+    the lines pycocotools prints."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def instances_to_coco_results(
@@ -71,7 +69,9 @@ def instances_to_coco_results(
             for label, box, score in zip(labels, xywh, inst.scores.tolist())
         ]
         if inst.masks is not None:
-            for det, rle in zip(dets, _encode_masks(inst.masks)):
+            if inst.masks.dtype not in (torch.bool, torch.uint8):
+                raise ValueError(f"Instances.masks must be bool or uint8 binary masks, got {inst.masks.dtype}")
+            for det, rle in zip(dets, masks_to_rles(inst.masks.numpy())):
                 det["segmentation"] = rle
         if inst.keypoints is not None:
             for det, keypoints in zip(dets, inst.keypoints.flatten(1).tolist()):
@@ -199,14 +199,10 @@ def evaluable_ground_truth(coco_gt: COCO, iou_type: str) -> COCO:
     if not fixed and not left_out and not malformed:
         return coco_gt
     dropped = {*left_out, *malformed}
-    out = COCO()
-    out.dataset = {
+    return coco_index({
         **coco_gt.dataset,
         "annotations": [fixed.get(a["id"], a) for a in coco_gt.dataset["annotations"] if a["id"] not in dropped],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        out.createIndex()
-    return out
+    })
 
 
 def check_result_segmentations(coco_gt: COCO, results: Sequence[dict]) -> None:

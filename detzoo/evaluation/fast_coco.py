@@ -43,6 +43,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params as _CocoParams
 
 from detzoo.errors import DataError
+from detzoo.evaluation.segmentation import to_rle
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 _EPS = np.spacing(1)
@@ -267,7 +268,7 @@ def _mask_ious(coco_gt: COCO, gt: _GroundTruth, dt: _Detections, pairs: _Pairs) 
         image = coco_gt.imgs[dt.results[d0]["image_id"]]
         h, w = image["height"], image["width"]
         if (h, w) not in whole:
-            whole[h, w] = mask_utils.frPyObjects({"size": [h, w], "counts": [0, h * w]}, h, w)
+            whole[h, w] = to_rle({"size": [h, w], "counts": [0, h * w]}, h, w)
         dts = dt.rles[d0 : d0 + dt.count[g]]
         both = np.asarray(mask_utils.iou(dts, [*gt_rles[g0 : g0 + num_gt], whole[h, w]], [*crowd[g0 : g0 + num_gt], 0]))
         ious[start : start + both[:, :-1].size] = both[:, :-1].ravel()
@@ -482,13 +483,7 @@ def _keypoints(items: Sequence[dict], num: int, what: str) -> np.ndarray:
 
 
 def _rles(coco_gt: COCO, items: Sequence[dict], what: str) -> list[dict]:
-    """The items' segmentations as COCO.annToRLE makes them: polygons merged into one RLE,
-    an uncompressed RLE compressed, in the size of the item's image."""
-    rles = _values(items, "segmentation", what)
-    for i, segm in enumerate(rles):
-        if isinstance(segm, list) or isinstance(segm["counts"], list):
-            image = coco_gt.imgs[items[i]["image_id"]]
-            rles[i] = mask_utils.frPyObjects(segm, image["height"], image["width"])
-            if isinstance(segm, list):
-                rles[i] = mask_utils.merge(rles[i])
-    return rles
+    """The items' segmentations as compressed RLEs (``to_rle``) in the size of the item's image."""
+    images = (coco_gt.imgs[item["image_id"]] for item in items)
+    return [to_rle(segm, image["height"], image["width"])
+            for segm, image in zip(_values(items, "segmentation", what), images)]

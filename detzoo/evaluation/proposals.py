@@ -7,8 +7,6 @@ pixels and their (N,) objectness scores.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -19,7 +17,7 @@ from pycocotools.coco import COCO
 
 from detzoo.files import atomic_write
 from detzoo.errors import DataError, MissingFileError
-from detzoo.evaluation.coco import _check_ids, instances_to_coco_results, run_cocoeval
+from detzoo.evaluation.coco import _check_ids, coco_index, instances_to_coco_results, run_cocoeval
 from detzoo.structures import Instances
 
 Proposals = Mapping[int, tuple[np.ndarray, np.ndarray]]
@@ -54,15 +52,11 @@ def _restrict_categories(coco_gt: COCO, cat_ids: Sequence[int]) -> COCO:
             f"cat_ids {unknown} are not in the ground truth (its categories: {coco_gt.getCatIds()})"
         )
     keep = set(cat_ids)
-    restricted = COCO()
-    restricted.dataset = {
+    return coco_index({
         **coco_gt.dataset,
         "categories": [c for c in coco_gt.dataset["categories"] if c["id"] in keep],
         "annotations": [a for a in coco_gt.dataset.get("annotations", []) if a["category_id"] in keep],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        restricted.createIndex()
-    return restricted
+    })
 
 
 def _mean_recall(recall: np.ndarray) -> float:
