@@ -18,6 +18,7 @@ from pycocotools.coco import COCO
 from detzoo.files import atomic_write
 from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.coco import _check_ids, coco_index, instances_to_coco_results, run_cocoeval
+from detzoo.evaluation.types import BBOX
 from detzoo.structures import Instances
 
 Proposals = Mapping[int, tuple[np.ndarray, np.ndarray]]
@@ -107,7 +108,7 @@ def evaluate_proposals(
     if not results:
         return dict.fromkeys(cells, 0.0)
     coco_eval = run_cocoeval(
-        coco_gt, results, iou_type="bbox", img_ids=img_ids, use_cats=False, max_dets=max_dets
+        coco_gt, results, iou_type=BBOX, img_ids=img_ids, use_cats=False, max_dets=max_dets
     )
     recall = coco_eval.eval["recall"][:, 0]  # (IoU thresholds, area ranges, max dets)
     params = coco_eval.params

@@ -36,12 +36,13 @@ from detzoo.files import refuse_overwriting
 from detzoo.data.coco import load_coco
 from detzoo.errors import DataError
 from detzoo.evaluation.coco import check_result_segmentations, coco_index, prepare_results, run_cocoeval
+from detzoo.evaluation.types import BBOX, SEGM
 
 ERROR_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 ERROR_COLORS = ("#1f3a93", "#3f7fbf", "#7fbfef", "#5fbf5f", "#efbf3f", "#ef7f3f", "#bf3f3f")
 AREAS = ("all", "small", "medium", "large")  # COCOeval's default area ranges, in its order
 AP_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-IOU_TYPES = ("bbox", "segm")
+IOU_TYPES = (BBOX, SEGM)
 ALL_CLASSES = "(all classes)"
 # One COCOeval at COCO's IoU thresholds 0.5:0.95 (the AP table) and at 0.1 (Loc).
 IOU_THRS = np.array([*np.linspace(0.5, 0.95, 10), 0.1])
@@ -150,7 +151,7 @@ def error_curves(coco_gt: COCO, results: list[dict], *, iou_type: str) -> tuple[
 
 
 def analyze(
-    results_file: str | Path, *, ann_file: str | Path, out_dir: str | Path, iou_type: str = "bbox"
+    results_file: str | Path, *, ann_file: str | Path, out_dir: str | Path, iou_type: str = BBOX
 ) -> Analysis:
     """Per-category AP and the error breakdown of ``results_file`` against ``ann_file``,
     written to ``out_dir/<iou_type>/``: ``per_category.{csv,md}``, ``errors.{csv,md}``

@@ -31,6 +31,7 @@ import yaml
 
 from detzoo.config import ConfigError, check_keys, config_root
 from detzoo.engine.checkpoint import hash_in_name
+from detzoo.evaluation.types import EVAL_TYPES
 from detzoo.files import atomic_write
 from detzoo.errors import UserError
 from detzoo.zoo.converters import CONVERTERS
@@ -452,7 +453,6 @@ _RUN_SECTIONS = {
     "train_loader": _LOADER,
     "test_loader": _LOADER,
 }
-_METRIC_KINDS = ("bbox", "segm", "keypoints", "proposals")  # detzoo.engine.evaluate's keys
 
 
 def _check_fields(where: str, section: str, raw: Any, spec: Mapping[str, tuple[bool, Callable[[Any], bool]]]) -> None:
@@ -470,7 +470,7 @@ def _check_run(where: str, section: str, raw: Any) -> None:
             _check_fields(where, _dotted(section, key), raw[key], spec)
     metrics = raw.get("metrics")
     if metrics is not None:
-        _keys(where, _dotted(section, "metrics"), metrics, required=(), optional=_METRIC_KINDS)
+        _keys(where, _dotted(section, "metrics"), metrics, required=(), optional=EVAL_TYPES)
         for kind, values in metrics.items():
             if not isinstance(values, dict) or not values or not all(map(_number, values.values())):
                 raise ZooError(f"{where}: {_dotted(section, 'metrics.' + kind)}: expected a non-empty "
