@@ -32,7 +32,6 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 
 import detzoo
 from detzoo.cli import main
@@ -43,7 +42,7 @@ from detzoo.engine import trainer
 from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detzoo.engine.schedule import WarmupMultiStepLR
 from detzoo.errors import DataError
-from detzoo.evaluation.coco import evaluate_coco
+from detzoo.evaluation.coco import coco_index, evaluate_coco
 from tests.conftest import TESTS, tiny_config
 
 TINY = str(TESTS / "configs" / "tiny_faster_rcnn.py")
@@ -312,11 +311,8 @@ def test_bad_ground_truth_never_crashes_the_evaluation(caplog):
     anns = [{"id": 1, "bbox": [10, 10, 20, 20], "segmentation": square, "keypoints": [20, 20, 2], "num_keypoints": 1},
             {"id": 2, "bbox": [40, 5, 10, 10], "segmentation": [[40, 5, 50, 15]], "keypoints": [45, 10, 2]},
             {"id": 3, "bbox": [40, 20, 10, 10]}]
-    coco = COCO()
-    coco.dataset = {"images": [image], "categories": [{"id": 1, "name": "a", "keypoints": ["k"]}],
-                    "annotations": [{**a, "image_id": 1, "category_id": 1, "iscrowd": 0} for a in anns]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
+    coco = coco_index({"images": [image], "categories": [{"id": 1, "name": "a", "keypoints": ["k"]}],
+                       "annotations": [{**a, "image_id": 1, "category_id": 1, "iscrowd": 0} for a in anns]})
     mask = np.zeros((40, 60, 1), np.uint8)
     mask[10:30, 10:30] = 1
     rle = mask_utils.encode(np.asfortranarray(mask))[0]
@@ -723,12 +719,9 @@ def test_a_person_without_keypoints_is_ignored_as_coco_ignores_it(caplog):
     seen = [v for x in range(17) for v in (10 + x, 10 + x, 2)]
     anns = [{"id": 1, "bbox": [10, 10, 20, 20], "keypoints": seen, "num_keypoints": 17},
             {"id": 2, "bbox": [60, 60, 20, 20]}]  # no keypoints key
-    coco = COCO()
-    coco.dataset = {"images": [image], "categories": [{"id": 1, "name": "person", "keypoints": [str(k) for k in
-                                                                                                range(17)]}],
-                    "annotations": [{**a, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 400} for a in anns]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
+    person = {"id": 1, "name": "person", "keypoints": [str(k) for k in range(17)]}
+    coco = coco_index({"images": [image], "categories": [person],
+                       "annotations": [{**a, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 400} for a in anns]})
     on_it = [v for x in range(17) for v in (70, 70, 1)]
     results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.5, "keypoints": seen},
                {"image_id": 1, "category_id": 1, "bbox": [60, 60, 20, 20], "score": 0.9, "keypoints": on_it}]

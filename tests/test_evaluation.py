@@ -12,6 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detzoo.evaluation.coco import (
     METRIC_NAMES,
+    coco_index,
     evaluate_coco,
     format_table,
     instances_to_coco_results,
@@ -72,14 +73,11 @@ def data():
     dets.append((20, 0, (110.0, 30.0, 30.5, 20.0), 0.9))
     for i, ann in enumerate(anns):
         ann["id"] = i + 1
-    gt = COCO()
-    gt.dataset = {
+    gt = coco_index({
         "images": [{"id": i, "height": h, "width": w} for i, (h, w) in IMAGES.items()],
         "categories": [{"id": c, "name": f"c{c}"} for c in CAT_IDS],
         "annotations": anns,
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
+    })
     dets = [(i, label, box, score, ellipse_mask(*IMAGES[i], box)) for i, label, box, score in dets]
     return gt, dets
 
@@ -152,16 +150,13 @@ def test_category_mapping_and_keypoints():
 def test_keypoints_evaluation_matches_cocoeval():
     rng = np.random.default_rng(1)
     gt_kps = [np.concatenate([rng.uniform(20, 80, (17, 2)), np.full((17, 1), 2.0)], 1) for _ in range(3)]
-    gt = COCO()
-    gt.dataset = {
+    gt = coco_index({
         "images": [{"id": i, "height": 100, "width": 100} for i in range(3)],
         "categories": [{"id": 1, "name": "person"}],
         "annotations": [{"id": i + 1, "image_id": i, "category_id": 1, "bbox": [20.0, 20.0, 60.0, 60.0],
                          "area": 3600.0, "iscrowd": 0, "num_keypoints": 17, "keypoints": k.flatten().tolist()}
                         for i, k in enumerate(gt_kps)],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
+    })
     pred_kps = [k + np.concatenate([rng.normal(0, 2, (17, 2)), np.zeros((17, 1))], 1) for k in gt_kps]
     predictions = [Instances(boxes=torch.tensor([[20.0, 20.0, 80.0, 80.0]]), labels=torch.tensor([0]),
                              scores=torch.tensor([0.75]), keypoints=torch.tensor(k[None], dtype=torch.float64))

@@ -16,7 +16,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detzoo.evaluation.coco import run_cocoeval
+from detzoo.evaluation.coco import coco_index, run_cocoeval
 from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
 
 COCO_ANNS = Path(__file__).parent / "data" / "coco" / "annotations.json"
@@ -25,11 +25,7 @@ SIGMAS_COUNT = 17
 
 def make_coco(dataset: dict) -> COCO:
     """A COCO of its own copy of ``dataset`` (COCOeval's segm evaluation rewrites the ground truth)."""
-    coco = COCO()
-    coco.dataset = copy.deepcopy(dataset)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+    return coco_index(copy.deepcopy(dataset))
 
 
 def reference(dataset: dict, results: list[dict], iou_type: str, **params) -> COCOeval:

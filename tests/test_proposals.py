@@ -7,6 +7,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detzoo.evaluation.coco import coco_index
 from detzoo.evaluation.proposals import evaluate_proposals, load_proposals, proposals_for, save_proposals
 
 IMAGES = {1: (200, 300), 2: (240, 320), 3: (180, 260), 4: (220, 220)}  # id -> (h, w); 4 gets no proposals
@@ -17,15 +18,11 @@ NAMES = ("AR@100", "AR@300", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000")
 
 
 def make_coco(anns: list[dict]) -> COCO:
-    gt = COCO()
-    gt.dataset = {
+    return coco_index({
         "images": [{"id": i, "height": h, "width": w} for i, (h, w) in IMAGES.items()],
         "categories": [{"id": c, "name": f"c{c}"} for c in CATEGORIES],
         "annotations": anns,
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-    return gt
+    })
 
 
 def xyxy(ann: dict) -> list[float]:

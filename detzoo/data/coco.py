@@ -26,8 +26,6 @@ Warnings and counts go to the ``detzoo.data`` logger.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import math
@@ -39,14 +37,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 
 from detzoo.data.transforms import Transform
 from detzoo.errors import DataError, MissingFileError
 from detzoo.evaluation.proposals import load_proposals, proposals_for
-from detzoo.evaluation.segmentation import finite_numbers, segmentation_problem
+from detzoo.evaluation.coco import coco_index
+from detzoo.evaluation.segmentation import finite_numbers, rles_to_masks, segmentation_problem, to_rle
 from detzoo.structures import Instances, Size
 
 logger = logging.getLogger("detzoo.data")
@@ -152,15 +150,11 @@ def load_coco(ann_file: str | Path) -> COCO:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories', "
-                        f"got a {type(data).__name__}")
+        raise DataError(f"{path}: not a COCO annotation file (expected a JSON object with 'images', "
+                        f"'annotations' and 'categories', got a {type(data).__name__})")
     for key in _REQUIRED:
         _check_entries(path, key, data.setdefault(key, []))
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
-        coco.createIndex()
-    return coco
+    return coco_index(data)
 
 
 def _valid_segmentation(segm) -> list | dict | None:
@@ -169,15 +163,6 @@ def _valid_segmentation(segm) -> list | dict | None:
         return segm
     polygons = [p for p in segm or [] if len(p) >= 6 and len(p) % 2 == 0]
     return polygons or None
-
-
-def _to_rle(segm: list | dict, height: int, width: int) -> dict:
-    """Compressed RLE of a polygon list, an uncompressed RLE or a compressed RLE."""
-    if isinstance(segm, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
-    if isinstance(segm["counts"], list):
-        return mask_utils.frPyObjects(segm, height, width)
-    return segm
 
 
 def rgb_array(image: Image.Image, *, source: str | Path) -> np.ndarray:
@@ -418,12 +403,8 @@ class CocoDataset(torch.utils.data.Dataset):
         image = read_image(self.img_dir / r.file_name, (r.height, r.width))
         masks = None
         if r.segmentations is not None:
-            rles = [_to_rle(segm, r.height, r.width) for segm in r.segmentations]
-            masks = torch.from_numpy(
-                np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))
-                if rles
-                else np.zeros((0, r.height, r.width), dtype=np.uint8)
-            )
+            rles = [to_rle(segm, r.height, r.width) for segm in r.segmentations]
+            masks = torch.from_numpy(rles_to_masks(rles, r.height, r.width))
         instances = Instances(
             boxes=torch.tensor(r.boxes),
             labels=torch.tensor(r.labels),

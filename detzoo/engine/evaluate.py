@@ -20,6 +20,7 @@ from detzoo.engine.tta import TestTimeAug
 from detzoo.errors import DataError
 from detzoo.evaluation.coco import evaluate_coco, instances_to_coco_results, write_results
 from detzoo.evaluation.proposals import evaluate_proposals, save_proposals
+from detzoo.evaluation.types import BBOX, KEYPOINTS, PROPOSALS, SEGM
 from detzoo.structures import Instances
 
 logger = logging.getLogger("detzoo.evaluation")
@@ -90,12 +91,12 @@ def _listed(items: Sequence[str], separator: str = ", ") -> str:
     return separator.join(items[:_SHOWN]) + (f"{separator}..." if len(items) > _SHOWN else "")
 
 
-IOU_TYPES = {"proposals": "proposals", "boxes": "bbox", "masks": "segm", "keypoints": "keypoints"}
+OUTPUT_EVAL_TYPES = {"proposals": PROPOSALS, "boxes": BBOX, "masks": SEGM, "keypoints": KEYPOINTS}
 
 
 def iou_types(model: nn.Module) -> list[str]:
     """What ``model`` predicts, as evaluation types."""
-    return [IOU_TYPES[o] for o in model.outputs]
+    return [OUTPUT_EVAL_TYPES[o] for o in model.outputs]
 
 
 def evaluate(
@@ -118,7 +119,7 @@ def evaluate(
         proposals = {i: (p.boxes.numpy(), p.scores.numpy()) for i, p in preds}
         if out is not None and distributed.is_main():
             save_proposals(out, proposals)
-        return {"proposals": evaluate_proposals(dataset.coco, proposals, img_ids=dataset.image_ids)}
+        return {PROPOSALS: evaluate_proposals(dataset.coco, proposals, img_ids=dataset.image_ids)}
     results = instances_to_coco_results([i for i, _ in preds], [p for _, p in preds], cat_ids)
     if out is not None and distributed.is_main():
         write_results(out, results)

@@ -11,8 +11,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params
@@ -20,30 +18,31 @@ from pycocotools.cocoeval import Params
 from detzoo.files import atomic_write
 from detzoo.errors import DataError
 from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
-from detzoo.evaluation.segmentation import finite_numbers, rle_problem, segmentation_problem
+from detzoo.evaluation.segmentation import finite_numbers, masks_to_rles, rle_problem, segmentation_problem
+from detzoo.evaluation.types import BBOX, KEYPOINTS, SEGM
 from detzoo.structures import Instances
 
 _AREA_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 METRIC_NAMES: dict[str, tuple[str, ...]] = {
-    "bbox": _AREA_METRICS,
-    "segm": _AREA_METRICS,
-    "keypoints": ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"),
+    BBOX: _AREA_METRICS,
+    SEGM: _AREA_METRICS,
+    KEYPOINTS: ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"),
 }
-_RESULT_FIELD = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}
+_RESULT_FIELD = {BBOX: "bbox", SEGM: "segmentation", KEYPOINTS: "keypoints"}
 _SHOWN_IDS = 5
-_NUM_KEYPOINTS = len(Params(iouType="keypoints").kpt_oks_sigmas)  # COCO's 17
+_NUM_KEYPOINTS = len(Params(iouType=KEYPOINTS).kpt_oks_sigmas)  # COCO's 17
 
 logger = logging.getLogger("detzoo.evaluation")
 
 
-def _encode_masks(masks: torch.Tensor) -> list[dict]:
-    """(N, H, W) bool/uint8 masks -> compressed RLEs with str counts (JSON-serialisable)."""
-    if masks.dtype not in (torch.bool, torch.uint8):
-        raise ValueError(f"Instances.masks must be bool or uint8 binary masks, got {masks.dtype}")
-    rles = mask_utils.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8)))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
+def coco_index(dataset: dict) -> COCO:
+    """pycocotools' index of a COCO ``dataset`` (the dict itself, not a copy), built without
+    the lines pycocotools prints."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def instances_to_coco_results(
@@ -71,7 +70,9 @@ def instances_to_coco_results(
             for label, box, score in zip(labels, xywh, inst.scores.tolist())
         ]
         if inst.masks is not None:
-            for det, rle in zip(dets, _encode_masks(inst.masks)):
+            if inst.masks.dtype not in (torch.bool, torch.uint8):
+                raise ValueError(f"Instances.masks must be bool or uint8 binary masks, got {inst.masks.dtype}")
+            for det, rle in zip(dets, masks_to_rles(inst.masks.numpy())):
                 det["segmentation"] = rle
         if inst.keypoints is not None:
             for det, keypoints in zip(dets, inst.keypoints.flatten(1).tolist()):
@@ -113,18 +114,18 @@ def prepare_results(
     if missing:
         raise DataError(f"iou_type {iou_type!r} needs {field!r} in every result; {missing} results lack it")
     _check_ids(coco_gt, results, img_ids)
-    if iou_type == "keypoints":
+    if iou_type == KEYPOINTS:
         expected = 3 * _NUM_KEYPOINTS
         wrong = sorted({len(r["keypoints"]) for r in results} - {expected})
         if wrong:
             raise DataError(f"keypoint results have {wrong} values each; COCO's OKS sigmas need {expected}")
-    if iou_type == "segm":
+    if iou_type == SEGM:
         return [{key: value for key, value in r.items() if key != "bbox"} for r in results]
     return results
 
 
 def evaluate_coco(
-    coco_gt: COCO, results: list[dict], *, iou_type: str = "bbox", img_ids: Sequence[int] | None = None
+    coco_gt: COCO, results: list[dict], *, iou_type: str = BBOX, img_ids: Sequence[int] | None = None
 ) -> dict[str, float]:
     """COCOeval's summary stats as fractions, named as in ``METRIC_NAMES[iou_type]``.
 
@@ -149,7 +150,7 @@ def _evaluable(ann: dict, iou_type: str, image: dict | None) -> dict | str | Non
     dropped), None when it has nothing to evaluate there, or what makes its RLE unusable;
     see ``evaluable_ground_truth``. ``image``: its entry in the ground truth, if any."""
     out = ann if "area" in ann else {**ann, "area": float(ann["bbox"][2] * ann["bbox"][3])}
-    if iou_type == "segm":
+    if iou_type == SEGM:
         segm = ann.get("segmentation")
         if isinstance(segm, list):
             polygons = [p for p in segm if finite_numbers(p) and len(p) >= 6 and len(p) % 2 == 0]
@@ -161,7 +162,7 @@ def _evaluable(ann: dict, iou_type: str, image: dict | None) -> dict | str | Non
             return None
         else:
             return rle_problem(segm, None if image is None else (image["height"], image["width"])) or out
-    if iou_type == "keypoints":
+    if iou_type == KEYPOINTS:
         if "num_keypoints" not in ann or not ann.get("keypoints"):
             keypoints = ann.get("keypoints") or [0.0] * (3 * _NUM_KEYPOINTS)
             out = {**out, "keypoints": keypoints, "num_keypoints": sum(v > 0 for v in keypoints[2::3])}
@@ -199,14 +200,10 @@ def evaluable_ground_truth(coco_gt: COCO, iou_type: str) -> COCO:
     if not fixed and not left_out and not malformed:
         return coco_gt
     dropped = {*left_out, *malformed}
-    out = COCO()
-    out.dataset = {
+    return coco_index({
         **coco_gt.dataset,
         "annotations": [fixed.get(a["id"], a) for a in coco_gt.dataset["annotations"] if a["id"] not in dropped],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        out.createIndex()
-    return out
+    })
 
 
 def check_result_segmentations(coco_gt: COCO, results: Sequence[dict]) -> None:

@@ -43,8 +43,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params as _CocoParams
 
 from detzoo.errors import DataError
+from detzoo.evaluation.segmentation import to_rle
+from detzoo.evaluation.types import BBOX, IOU_TYPES, KEYPOINTS, SEGM
 
-IOU_TYPES = ("bbox", "segm", "keypoints")
 _EPS = np.spacing(1)
 
 
@@ -82,7 +83,7 @@ def make_params(
     does: image ids unique and sorted, category ids too when ``use_cats``, max dets sorted."""
     if iou_type not in IOU_TYPES:
         raise ValueError(f"unknown iou_type {iou_type!r}; valid: {', '.join(IOU_TYPES)}")
-    if iou_type == "keypoints" and not use_cats:
+    if iou_type == KEYPOINTS and not use_cats:
         raise ValueError("use_cats=False is for 'bbox' and 'segm' (COCOeval matches no keypoints without categories)")
     base = _CocoParams(iouType=iou_type)
     cats = list(cat_ids) if cat_ids is not None else coco_gt.getCatIds()
@@ -103,7 +104,7 @@ def make_params(
         areaRng=[list(r) for r in (area_rng if area_rng is not None else base.areaRng)],
         areaRngLbl=list(area_rng_lbl if area_rng_lbl is not None else base.areaRngLbl),
         useCats=int(use_cats),
-        kpt_oks_sigmas=_CocoParams(iouType="keypoints").kpt_oks_sigmas,
+        kpt_oks_sigmas=_CocoParams(iouType=KEYPOINTS).kpt_oks_sigmas,
     )
 
 
@@ -118,7 +119,7 @@ class FastCOCOeval:
         gt = _GroundTruth(coco_gt, params)
         dt = _Detections(coco_gt, results, params, num_groups=gt.num_groups)
         pairs = _Pairs(gt, dt)
-        if params.iouType == "segm":
+        if params.iouType == SEGM:
             ious, mask_area = _mask_ious(coco_gt, gt, dt, pairs)
             dt.area = mask_area if dt.area is None else dt.area
         else:
@@ -130,7 +131,7 @@ class FastCOCOeval:
         """COCOeval.summarize()'s 12 (bbox, segm) or 10 (keypoints) numbers; -1 where no
         ground truth. The 12 need three max dets, as COCOeval's summary does."""
         p = self.params
-        if p.iouType == "keypoints":
+        if p.iouType == KEYPOINTS:
             rows = [(1, None, "all"), (1, 0.5, "all"), (1, 0.75, "all"), (1, None, "medium"), (1, None, "large"),
                     (0, None, "all"), (0, 0.5, "all"), (0, 0.75, "all"), (0, None, "medium"), (0, None, "large")]
             return np.array([self._summarize(ap, thr, area, 20) for ap, thr, area in rows])  # fmt: skip
@@ -180,7 +181,7 @@ class _GroundTruth:
         self.area = _numbers(anns, "area", np.float64, "ground-truth annotation")
         self.crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
         ignore = self.crowd
-        if params.iouType == "keypoints":
+        if params.iouType == KEYPOINTS:
             ignore = ignore | (_numbers(anns, "num_keypoints", np.int64, "ground-truth annotation") == 0)
         # COCOeval's _ignore per area range: ignored, or the area outside the range
         self.ignore = np.stack([ignore | (self.area < lo) | (self.area > hi) for lo, hi in params.areaRng])
@@ -210,17 +211,17 @@ class _Detections:
         self.group, self.rank, self.score, self.img = group[cut], rank[cut], score[index], img[index]
         self.cat = cat[index] if params.useCats else np.zeros(len(index), dtype=np.int64)
         self.start, self.count = _runs(self.group, num_groups)
-        self.results = [results[i] for i in index] if params.iouType != "bbox" else []  # for masks, keypoints
+        self.results = [results[i] for i in index] if params.iouType != BBOX else []  # for masks, keypoints
         # loadRes's areas: all by box when the first result has one, else by mask, else by the keypoints' extent
         first = results[0] if len(results) else {}
         by_box, by_mask = "bbox" in first and len(first["bbox"]) > 0, "segmentation" in first
-        if params.iouType == "bbox" or by_box:
+        if params.iouType == BBOX or by_box:
             self.boxes = _boxes(results, "result")[index]
-        if params.iouType == "segm" or (by_mask and not by_box):
+        if params.iouType == SEGM or (by_mask and not by_box):
             self.rles = _rles(coco_gt, self.results or [results[i] for i in index], "result")
         if by_box:
             self.area = self.boxes[:, 2] * self.boxes[:, 3]
-        elif by_mask and params.iouType == "segm":
+        elif by_mask and params.iouType == SEGM:
             self.area = None  # measured with the mask IoUs, by _mask_ious
         elif by_mask:
             self.area = _mask_areas(self.rles)
@@ -246,7 +247,7 @@ class _Pairs:
 
 def _pair_ious(gt: _GroundTruth, dt: _Detections, pairs: _Pairs, params: Params) -> np.ndarray:
     """COCOeval's computeIoU ("bbox") / computeOks of the pairs, vectorised."""
-    if params.iouType == "bbox":
+    if params.iouType == BBOX:
         return _box_iou(dt.boxes[pairs.det], _boxes(gt.anns, "ground-truth annotation")[pairs.obj], gt.crowd[pairs.obj])
     return _oks(dt.results, gt, pairs.det, pairs.obj, params.kpt_oks_sigmas)
 
@@ -267,7 +268,7 @@ def _mask_ious(coco_gt: COCO, gt: _GroundTruth, dt: _Detections, pairs: _Pairs) 
         image = coco_gt.imgs[dt.results[d0]["image_id"]]
         h, w = image["height"], image["width"]
         if (h, w) not in whole:
-            whole[h, w] = mask_utils.frPyObjects({"size": [h, w], "counts": [0, h * w]}, h, w)
+            whole[h, w] = to_rle({"size": [h, w], "counts": [0, h * w]}, h, w)
         dts = dt.rles[d0 : d0 + dt.count[g]]
         both = np.asarray(mask_utils.iou(dts, [*gt_rles[g0 : g0 + num_gt], whole[h, w]], [*crowd[g0 : g0 + num_gt], 0]))
         ious[start : start + both[:, :-1].size] = both[:, :-1].ravel()
@@ -482,13 +483,7 @@ def _keypoints(items: Sequence[dict], num: int, what: str) -> np.ndarray:
 
 
 def _rles(coco_gt: COCO, items: Sequence[dict], what: str) -> list[dict]:
-    """The items' segmentations as COCO.annToRLE makes them: polygons merged into one RLE,
-    an uncompressed RLE compressed, in the size of the item's image."""
-    rles = _values(items, "segmentation", what)
-    for i, segm in enumerate(rles):
-        if isinstance(segm, list) or isinstance(segm["counts"], list):
-            image = coco_gt.imgs[items[i]["image_id"]]
-            rles[i] = mask_utils.frPyObjects(segm, image["height"], image["width"])
-            if isinstance(segm, list):
-                rles[i] = mask_utils.merge(rles[i])
-    return rles
+    """The items' segmentations as compressed RLEs (``to_rle``) in the size of the item's image."""
+    images = (coco_gt.imgs[item["image_id"]] for item in items)
+    return [to_rle(segm, image["height"], image["width"])
+            for segm, image in zip(_values(items, "segmentation", what), images)]

@@ -7,8 +7,6 @@ pixels and their (N,) objectness scores.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -19,7 +17,8 @@ from pycocotools.coco import COCO
 
 from detzoo.files import atomic_write
 from detzoo.errors import DataError, MissingFileError
-from detzoo.evaluation.coco import _check_ids, instances_to_coco_results, run_cocoeval
+from detzoo.evaluation.coco import _check_ids, coco_index, instances_to_coco_results, run_cocoeval
+from detzoo.evaluation.types import BBOX
 from detzoo.structures import Instances
 
 Proposals = Mapping[int, tuple[np.ndarray, np.ndarray]]
@@ -54,15 +53,11 @@ def _restrict_categories(coco_gt: COCO, cat_ids: Sequence[int]) -> COCO:
             f"cat_ids {unknown} are not in the ground truth (its categories: {coco_gt.getCatIds()})"
         )
     keep = set(cat_ids)
-    restricted = COCO()
-    restricted.dataset = {
+    return coco_index({
         **coco_gt.dataset,
         "categories": [c for c in coco_gt.dataset["categories"] if c["id"] in keep],
         "annotations": [a for a in coco_gt.dataset.get("annotations", []) if a["category_id"] in keep],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        restricted.createIndex()
-    return restricted
+    })
 
 
 def _mean_recall(recall: np.ndarray) -> float:
@@ -113,7 +108,7 @@ def evaluate_proposals(
     if not results:
         return dict.fromkeys(cells, 0.0)
     coco_eval = run_cocoeval(
-        coco_gt, results, iou_type="bbox", img_ids=img_ids, use_cats=False, max_dets=max_dets
+        coco_gt, results, iou_type=BBOX, img_ids=img_ids, use_cats=False, max_dets=max_dets
     )
     recall = coco_eval.eval["recall"][:, 0]  # (IoU thresholds, area ranges, max dets)
     params = coco_eval.params

@@ -1,5 +1,6 @@
-"""Checks of COCO segmentations (polygons and run-length encodings) before pycocotools'
-C code reads them.
+"""COCO segmentations (polygons and run-length encodings): checks before pycocotools' C
+code reads them, and the conversions between them and binary masks (``to_rle``,
+``rles_to_masks``, ``masks_to_rles``).
 
 pycocotools trusts an RLE: counts that do not add up to ``height * width`` make its mask
 IoU loop forever (Ctrl-C cannot stop it) and its decoder write past the mask. So every RLE
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import math
 from typing import Any, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
 
 _DIGITS = 6  # a run length in at most 6 characters (30 bits): more overflow maskApi.c's int shifts
 
@@ -92,3 +96,29 @@ def rle_problem(rle: dict, size: Sequence[int] | None = None) -> str | None:
     if total != expected:
         return f"an RLE whose run lengths add up to {total}, not {expected} (its size {list(height_width)})"
     return None
+
+
+def to_rle(segm: list | dict, height: int, width: int) -> dict:
+    """The compressed RLE of a segmentation in an image of (``height``, ``width``), as
+    COCO.annToRLE makes it: polygons merged into one, an uncompressed RLE compressed, a
+    compressed RLE as it is."""
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    if isinstance(segm["counts"], list):
+        return mask_utils.frPyObjects(segm, height, width)
+    return segm
+
+
+def rles_to_masks(rles: Sequence[dict], height: int, width: int) -> np.ndarray:
+    """(N, H, W) uint8 binary masks of N compressed RLEs of an image of (``height``, ``width``)."""
+    if not rles:
+        return np.zeros((0, height, width), dtype=np.uint8)
+    return np.ascontiguousarray(mask_utils.decode(list(rles)).transpose(2, 0, 1))
+
+
+def masks_to_rles(masks: np.ndarray) -> list[dict]:
+    """(N, H, W) binary masks -> compressed RLEs with str counts (JSON-serialisable)."""
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles

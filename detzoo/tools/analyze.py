@@ -21,9 +21,7 @@ range. COCOeval's matching (detzoo.evaluation.fast_coco); the tables give areas 
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import re
@@ -35,14 +33,16 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detzoo.files import refuse_overwriting
-from detzoo.errors import DataError, MissingFileError
-from detzoo.evaluation.coco import check_result_segmentations, prepare_results, run_cocoeval
+from detzoo.data.coco import load_coco
+from detzoo.errors import DataError
+from detzoo.evaluation.coco import check_result_segmentations, coco_index, prepare_results, run_cocoeval
+from detzoo.evaluation.types import BBOX, SEGM
 
 ERROR_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 ERROR_COLORS = ("#1f3a93", "#3f7fbf", "#7fbfef", "#5fbf5f", "#efbf3f", "#ef7f3f", "#bf3f3f")
 AREAS = ("all", "small", "medium", "large")  # COCOeval's default area ranges, in its order
 AP_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-IOU_TYPES = ("bbox", "segm")
+IOU_TYPES = (BBOX, SEGM)
 ALL_CLASSES = "(all classes)"
 # One COCOeval at COCO's IoU thresholds 0.5:0.95 (the AP table) and at 0.1 (Loc).
 IOU_THRS = np.array([*np.linspace(0.5, 0.95, 10), 0.1])
@@ -101,21 +101,6 @@ def load_results(path: str | Path) -> list[dict]:
     return results
 
 
-def load_coco(path: str | Path) -> COCO:
-    """A COCO annotation file; a DataError naming it when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"annotation file not found: {path}")
-    try:
-        dataset = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(dataset, dict) or k not in dataset]
-    if missing:
-        raise DataError(f"{path}: not a COCO annotation file (no {', '.join(missing)})")
-    return _coco(dataset)
-
-
 def per_category_ap(precision: np.ndarray, class_names: Sequence[str]) -> dict[str, dict[str, float]]:
     """AP, AP50, AP75 (all areas) and APs/APm/APl per category from COCOeval's accumulated
     ``precision[iou, recall, category, area, max_dets]`` at ``IOU_THRS`` and the last
@@ -166,7 +151,7 @@ def error_curves(coco_gt: COCO, results: list[dict], *, iou_type: str) -> tuple[
 
 
 def analyze(
-    results_file: str | Path, *, ann_file: str | Path, out_dir: str | Path, iou_type: str = "bbox"
+    results_file: str | Path, *, ann_file: str | Path, out_dir: str | Path, iou_type: str = BBOX
 ) -> Analysis:
     """Per-category AP and the error breakdown of ``results_file`` against ``ann_file``,
     written to ``out_dir/<iou_type>/``: ``per_category.{csv,md}``, ``errors.{csv,md}``
@@ -175,6 +160,8 @@ def analyze(
     if iou_type not in IOU_TYPES:
         raise ValueError(f"--type must be one of {', '.join(IOU_TYPES)}, got {iou_type!r}")
     coco_gt = load_coco(ann_file)
+    if not coco_gt.anns:
+        raise DataError(f"{ann_file}: no annotations to analyze against")
     results = load_results(results_file)
     try:
         check_result_segmentations(coco_gt, results)
@@ -212,14 +199,6 @@ def analyze(
     return analysis
 
 
-def _coco(dataset: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
-    return coco
-
-
 def _as_ignored(coco_gt: COCO, cat_id: int, confused: set[int]) -> COCO:
     """Ground truth of category ``cat_id`` alone, with the objects of the ``confused``
     categories turned into ignored crowd objects of it (COCOeval's ignore flag follows
@@ -230,7 +209,7 @@ def _as_ignored(coco_gt: COCO, cat_id: int, confused: set[int]) -> COCO:
         if ann["category_id"] == cat_id or ann["category_id"] in confused
     ]
     images = coco_gt.dataset["images"]
-    return _coco({"images": images, "categories": [coco_gt.cats[cat_id]], "annotations": annotations})
+    return coco_index({"images": images, "categories": [coco_gt.cats[cat_id]], "annotations": annotations})
 
 
 def _mean_over_categories(curves: np.ndarray, has_gt: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence, Sized
 
@@ -77,6 +77,7 @@ from detzoo.engine.trainer import train
 from detzoo.errors import InputError, MissingFileError
 from detzoo.structures import PixelFormat, Size
 from detzoo.version import __version__
+from detzoo.zoo.metafile import run_record
 
 GIB = 2**30
 # ru_maxrss is in KiB on Linux, in bytes on macOS
@@ -233,13 +234,11 @@ class Benchmark:
         return {name: rate / peak for name, peak in self.peak.gflops_s.items() if peak is not None}
 
     def record(self) -> dict[str, Any]:
-        """The JSON the zoo metafiles record (``detzoo benchmark --json``)."""
-        parts = {k: None if v is None else v.record() for k, v in
-                 (("inference", self.inference), ("train", self.train), ("complexity", self.complexity),
-                  ("train_loader", self.train_loader), ("test_loader", self.test_loader), ("peak", self.peak),
-                  ("stages", self.stages))}
-        return {"config": self.config, "checkpoint": self.checkpoint, "command": self.command, "date": self.date,
-                "environment": self.environment, "amp": self.amp, **parts, "peak_share": self.peak_share()}
+        """The JSON the zoo metafiles record (``detzoo benchmark --json``): the zoo's
+        ``run_record`` of these fields (each part's ``record()``) and ``peak_share``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return run_record({**{k: v.record() if isinstance(v, _Part) else v for k, v in values.items()},
+                           "peak_share": self.peak_share()})
 
     def text(self) -> str:
         """The readable report."""

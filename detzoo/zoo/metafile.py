@@ -23,7 +23,7 @@ import difflib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ import yaml
 
 from detzoo.config import ConfigError, check_keys, config_root
 from detzoo.engine.checkpoint import hash_in_name
+from detzoo.engine.inference import AMP_DTYPES
+from detzoo.evaluation.types import EVAL_TYPES
 from detzoo.files import atomic_write
 from detzoo.errors import UserError
 from detzoo.zoo.converters import CONVERTERS
@@ -38,6 +40,7 @@ from detzoo.zoo.converters import CONVERTERS
 INDEX_NAME = "model-index.yml"
 TASKS = ("Object Detection", "Instance Segmentation", "Keypoint Detection")
 METRICS = ("box AP", "mask AP", "kp AP", "AR@1000")
+MEMORY_KINDS = {"cuda_max_allocated": "CUDA max allocated", "peak_rss": "peak RSS"}  # a run's train.memory_kind
 # torch.hub's and mmdetection's file names end in the first 8 hex digits of the file's sha256
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _S_PER_IMAGE = re.compile(r"\d+(\.\d+)?( \+ \d+(\.\d+)?)?")  # Detectron's "X + Y" or one number
@@ -97,33 +100,6 @@ class Reference:
 
     def metric(self, name: str) -> float | None:
         return next((r.metrics[name] for r in self.results if name in r.metrics), None)
-
-
-@dataclass(frozen=True)
-class MeasuredRun:
-    """One run of detzoo itself, as ``detzoo benchmark --json`` (or an evaluation) recorded it."""
-
-    config: str
-    command: str
-    date: str
-    environment: dict[str, Any]
-    checkpoint: str | None
-    inference: dict[str, Any] | None
-    train: dict[str, Any] | None
-    complexity: dict[str, Any] | None
-    metrics: dict[str, dict[str, float]] | None
-    train_loader: dict[str, Any] | None
-    test_loader: dict[str, Any] | None
-    amp: str | None = None
-    peak: dict[str, Any] | None = None
-    stages: dict[str, Any] | None = None
-    peak_share: dict[str, float] | None = None
-
-    @property
-    def device_label(self) -> str:
-        """``CPU, 2 thr`` on the CPU, else the device's name (e.g. the GPU model)."""
-        env = self.environment
-        return f"CPU, {env['threads']} thr" if env["device_type"] == "cpu" else str(env["device"])
 
 
 @dataclass(frozen=True)
@@ -192,6 +168,15 @@ def dump_metafile(data: Mapping) -> str:
     return HEADER + yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
 
 
+def run_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as a run record: plain JSON data (tuples as lists), keys in ``MeasuredRun``'s
+    order, checked against it (a ``ZooError``). What ``detzoo benchmark --json`` writes, also
+    when it holds no figures (a conv peak alone), which the zoo does not file."""
+    record = json.loads(json.dumps(values))
+    _check_run("run record", "", record, figures=False)
+    return {f.name: record[f.name] for f in fields(MeasuredRun) if f.name in record}
+
+
 def read_run(path: str | Path) -> dict:
     """A run record from a JSON file (``detzoo benchmark --json``), validated."""
     path = Path(path)
@@ -213,7 +198,7 @@ def record_run(record: Mapping, *, name: str | None = None, root: str | Path | N
     raws = {path: _read_yaml(path) for path in _index(root)}
     model = _build_zoo(root, raws).find(name or Path(record["config"]).stem)
     entry = next(m for m in raws[model.metafile]["Models"] if m["Name"] == model.name)
-    entry.setdefault("Measured", []).append(json.loads(json.dumps(record)))  # a plain-data copy
+    entry.setdefault("Measured", []).append(run_record(record))
     updated = _build_zoo(root, raws)  # validate the whole zoo before writing
     with atomic_write(model.metafile, text=True) as f:
         f.write(dump_metafile(raws[model.metafile]))
@@ -406,53 +391,71 @@ def _section(value: Any) -> bool:  # checked against its own schema in _check_ru
     return value is None or isinstance(value, dict)
 
 
-# Run records (``detzoo benchmark --json``; evaluation records carry ``metrics``):
-# key -> (required, check), per section.
-_RUN = {
-    "config": (True, _text),
-    "command": (True, _text),
-    "date": (True, lambda v: isinstance(v, str) and bool(_DATE.fullmatch(v))),
-    "environment": (True, _section),
-    "checkpoint": (False, lambda v: v is None or isinstance(v, str)),
-    "inference": (False, _section),
-    "train": (False, _section),
-    "complexity": (False, _section),
-    "metrics": (False, _section),
-    "train_loader": (False, _section),
-    "test_loader": (False, _section),
-    "amp": (False, lambda v: v in (None, "bf16", "fp16")),
-    "peak": (False, _section),
-    "stages": (False, _section),
-    "peak_share": (False, _section),
-}
+def _key(check: Callable[[Any], bool], *, required: bool = False, keys: Mapping | None = None) -> Any:
+    """A key of a run record (a field of ``MeasuredRun``): the check of its value, and for a
+    section its own keys, key -> (required, check). Keys without a default are required."""
+    metadata = {"check": check, "keys": keys}
+    return field(metadata=metadata) if required else field(default=None, metadata=metadata)
+
+
+# the sections of a run record: key -> (required, check)
 _LOADER = {
     "input": (True, _text), "batches": (True, _count), "warmup": (True, _count), "images": (True, _count),
     "num_workers": (True, _count), "images_per_s": (True, _number), "model_images_per_s": (True, _number),
     "ratio": (True, _number),
 }
-_RUN_SECTIONS = {
-    "environment": {
-        "device": (True, _text), "device_type": (True, lambda v: v in ("cpu", "cuda")), "threads": (True, _count),
-        "torch": (True, _text), "torchvision": (True, _text),
-        "processor": (False, _text), "detzoo": (False, _text), "python": (False, _text),
-    },
-    "inference": {
-        "images": (True, _count), "warmup": (True, _count), "input": (True, _text), "fps": (True, _number),
-        "model_s": (True, _number), "postprocess_s": (True, _number),
-    },
-    "train": {
-        "iters": (True, _count), "warmup": (True, _count), "batch_size": (True, _count), "s_iter": (True, _number),
-        "peak_memory_gb": (True, _number), "memory_kind": (True, lambda v: v in ("cuda_max_allocated", "peak_rss")),
-        "data_s": (False, _number),
-    },
-    "complexity": {
-        "gflops": (True, _number), "params_m": (True, _number),
-        "input_shape": (True, lambda v: isinstance(v, list) and len(v) == 3 and all(map(_count, v))),
-    },
-    "train_loader": _LOADER,
-    "test_loader": _LOADER,
+_ENVIRONMENT = {
+    "device": (True, _text), "device_type": (True, lambda v: v in ("cpu", "cuda")), "threads": (True, _count),
+    "torch": (True, _text), "torchvision": (True, _text),
+    "processor": (False, _text), "detzoo": (False, _text), "python": (False, _text),
 }
-_METRIC_KINDS = ("bbox", "segm", "keypoints", "proposals")  # detzoo.engine.evaluate's keys
+_INFERENCE = {
+    "images": (True, _count), "warmup": (True, _count), "input": (True, _text), "fps": (True, _number),
+    "model_s": (True, _number), "postprocess_s": (True, _number),
+}
+_TRAIN = {
+    "iters": (True, _count), "warmup": (True, _count), "batch_size": (True, _count), "s_iter": (True, _number),
+    "peak_memory_gb": (True, _number), "memory_kind": (True, lambda v: v in MEMORY_KINDS),
+    "data_s": (False, _number),
+}
+_COMPLEXITY = {
+    "gflops": (True, _number), "params_m": (True, _number),
+    "input_shape": (True, lambda v: isinstance(v, list) and len(v) == 3 and all(map(_count, v))),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasuredRun:
+    """One run of detzoo itself, as ``detzoo benchmark --json`` (or an evaluation, with
+    ``metrics``) recorded it. The schema of every run record, written (``run_record``),
+    filed (``record_run``) and read: its fields are the record's keys, in the order
+    written, each with its check (``_key``); ``metrics`` maps an evaluation type to its
+    metrics."""
+
+    config: str = _key(_text, required=True)
+    checkpoint: str | None = _key(lambda v: v is None or isinstance(v, str))
+    command: str = _key(_text, required=True)
+    date: str = _key(lambda v: isinstance(v, str) and bool(_DATE.fullmatch(v)), required=True)
+    environment: dict[str, Any] = _key(_section, required=True, keys=_ENVIRONMENT)
+    amp: str | None = _key(lambda v: v is None or v in AMP_DTYPES)
+    inference: dict[str, Any] | None = _key(_section, keys=_INFERENCE)
+    train: dict[str, Any] | None = _key(_section, keys=_TRAIN)
+    complexity: dict[str, Any] | None = _key(_section, keys=_COMPLEXITY)
+    metrics: dict[str, dict[str, float]] | None = _key(_section)
+    train_loader: dict[str, Any] | None = _key(_section, keys=_LOADER)
+    test_loader: dict[str, Any] | None = _key(_section, keys=_LOADER)
+    peak: dict[str, Any] | None = _key(_section)
+    stages: dict[str, Any] | None = _key(_section)
+    peak_share: dict[str, float] | None = _key(_section)
+
+    @property
+    def device_label(self) -> str:
+        """``CPU, 2 thr`` on the CPU, else the device's name (e.g. the GPU model)."""
+        env = self.environment
+        return f"CPU, {env['threads']} thr" if env["device_type"] == "cpu" else str(env["device"])
+
+
+_RUN = {f.name: (f.default is MISSING, f.metadata["check"]) for f in fields(MeasuredRun)}
 
 
 def _check_fields(where: str, section: str, raw: Any, spec: Mapping[str, tuple[bool, Callable[[Any], bool]]]) -> None:
@@ -463,26 +466,27 @@ def _check_fields(where: str, section: str, raw: Any, spec: Mapping[str, tuple[b
             raise ZooError(f"{where}: {_dotted(section, key)}: invalid value {value!r}")
 
 
-def _check_run(where: str, section: str, raw: Any) -> None:
+def _check_run(where: str, section: str, raw: Any, *, figures: bool = True) -> None:
+    """``raw`` is a run record; with ``figures``, one that the zoo files: it holds figures."""
     _check_fields(where, section, raw, _RUN)
-    for key, spec in _RUN_SECTIONS.items():
-        if raw.get(key) is not None:
-            _check_fields(where, _dotted(section, key), raw[key], spec)
+    for f in fields(MeasuredRun):
+        if f.metadata["keys"] is not None and raw.get(f.name) is not None:
+            _check_fields(where, _dotted(section, f.name), raw[f.name], f.metadata["keys"])
     metrics = raw.get("metrics")
     if metrics is not None:
-        _keys(where, _dotted(section, "metrics"), metrics, required=(), optional=_METRIC_KINDS)
+        _keys(where, _dotted(section, "metrics"), metrics, required=(), optional=EVAL_TYPES)
         for kind, values in metrics.items():
             if not isinstance(values, dict) or not values or not all(map(_number, values.values())):
                 raise ZooError(f"{where}: {_dotted(section, 'metrics.' + kind)}: expected a non-empty "
                                "mapping of metric names to numbers")
-    if all(raw.get(k) is None for k in ("inference", "train", "complexity", "metrics")):
+    if figures and all(raw.get(k) is None for k in ("inference", "train", "complexity", "metrics")):
         raise ZooError(f"{where}: {section or 'the record'} holds no figures: "
                        "one of inference, train, complexity or metrics is needed")
 
 
 def _run(where: str, section: str, raw: Any) -> MeasuredRun:
     _check_run(where, section, raw)
-    return MeasuredRun(**{k: raw.get(k) for k in _RUN})
+    return MeasuredRun(**raw)
 
 
 def _name(raw: Any) -> Any:

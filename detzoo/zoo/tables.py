@@ -19,15 +19,16 @@ import yaml
 
 from detzoo.backbones.imagenet import WEIGHTS
 from detzoo.config import load_config
+from detzoo.evaluation.types import BBOX, KEYPOINTS, PROPOSALS, SEGM
 from detzoo.files import atomic_write
-from detzoo.zoo.metafile import MeasuredRun, Reference, Zoo, ZooError, ZooModel
+from detzoo.zoo.metafile import MEMORY_KINDS, MeasuredRun, Reference, Zoo, ZooError, ZooModel
 
 # metafile metric -> (list / table column, measured metrics kind and key)
 _METRICS = {
-    "box AP": ("box AP", ("bbox", "AP")),
-    "mask AP": ("mask AP", ("segm", "AP")),
-    "kp AP": ("kp AP", ("keypoints", "AP")),
-    "AR@1000": ("AR1000", ("proposals", "AR@1000")),
+    "box AP": ("box AP", (BBOX, "AP")),
+    "mask AP": ("mask AP", (SEGM, "AP")),
+    "kp AP": ("kp AP", (KEYPOINTS, "AP")),
+    "AR@1000": ("AR1000", (PROPOSALS, "AR@1000")),
 }
 _MISSING = "-"
 _REFERENCE_LABELS = ("Mem (GB)", "train s/iter", "Inf time")
@@ -207,8 +208,7 @@ def _memory(run: MeasuredRun) -> str | None:
     t = run.train
     if t is None:
         return None
-    kind = "peak RSS" if t["memory_kind"] == "peak_rss" else "CUDA max allocated"
-    return f"{t['peak_memory_gb']:.2f} ({run.device_label}, {kind})"
+    return f"{t['peak_memory_gb']:.2f} ({run.device_label}, {MEMORY_KINDS[t['memory_kind']]})"
 
 
 def _s_iter(run: MeasuredRun) -> str | None:
