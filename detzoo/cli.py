@@ -23,7 +23,7 @@ def _config(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from detzoo.api import train
-    from detzoo.engine.trainer import NonFiniteLossError
+    from detzoo.engine.hooks import NonFiniteLossError
     from detzoo.engine.workdir import CHECKPOINT, TrainingInterrupted
 
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(str(args.config)).stem)
