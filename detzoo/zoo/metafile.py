@@ -444,6 +444,7 @@ _RUN_SECTIONS = {
         "iters": (True, _count), "warmup": (True, _count), "batch_size": (True, _count), "s_iter": (True, _number),
         "peak_memory_gb": (True, _number), "memory_kind": (True, lambda v: v in ("cuda_max_allocated", "peak_rss")),
         "data_s": (False, _number),
+        "stages": (False, lambda v: v is None or isinstance(v, dict) and all(map(_number, v.values()))),
     },
     "complexity": {
         "gflops": (True, _number), "params_m": (True, _number),
