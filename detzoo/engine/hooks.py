@@ -31,8 +31,9 @@ class Hook:
     """Does nothing at each point of the loop; a hook overrides the points it acts at. The
     trainer's state it reads: ``iter`` (the iterations done: in ``after_step``, the one just
     run, counted from 1), ``start_iter``, ``max_iter``, ``epoch``, ``model``, ``optimizer``,
-    ``data_time`` (the seconds the iteration waited for its batch) and ``scalars`` (the
-    iteration's numbers for the log: ``loss`` and each loss term from the forward on)."""
+    ``scaler``, ``data_time`` (the seconds the iteration waited for its batch) and
+    ``scalars`` (the iteration's numbers for the log: ``loss`` and each loss term from the
+    forward on)."""
 
     trainer: Any  # the Trainer that runs the hook, set when it takes it
 

@@ -5,9 +5,10 @@
   (``DetectionModel.preprocess`` onto the device + ``detect``: network and decoding) and Y
   the post-processing (``DetectionModel.postprocess``: back to original pixels, masks
   pasted, keypoints decoded from their heatmaps). Reading and resizing the image are not timed.
-- **Training speed**: the trainer's own wall time per iteration (``time`` in its
-  ``log.jsonl``, data loading included), from ``train()`` run for a short schedule with the
-  config's data, optimizer and batch, averaged over the iterations after a warm-up.
+- **Training speed**: the trainer's own wall time per iteration (its ``IterationTimer``'s
+  ``time``, as its ``log.jsonl`` has it, data loading included), collected by a hook in
+  ``train()`` run for a short schedule with the config's data, optimizer and batch,
+  averaged over the iterations after a warm-up.
   **Peak memory**: CUDA max allocated over the timed iterations on a GPU (the zoo tables'
   Mem column); on a CPU the process's peak RSS, which includes the Python / torch baseline,
   so the text also gives the increase over the peak before training. Training runs first,
