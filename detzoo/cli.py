@@ -23,7 +23,7 @@ def _config(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from detzoo.api import train
-    from detzoo.engine.trainer import NonFiniteLossError
+    from detzoo.engine.hooks import NonFiniteLossError
     from detzoo.engine.workdir import CHECKPOINT, TrainingInterrupted
 
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(str(args.config)).stem)
@@ -210,6 +210,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
         peak=not args.skip_peak,
         peak_shape=args.peak_shape,
         stage_runs=args.stage_runs,
+        profile=args.profile,
         command=args.command_line,
     )
     print(result.text())
@@ -405,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the conv peak's map: a 3x3 C -> C convolution on N x C x H x W (default: 1 256 100 168)")
     p.add_argument("--stage-runs", type=int, default=5,
                    help="runs of the stage split (an image of the FLOPs' shape) after the warm-up")
+    p.add_argument("--profile", action="store_true",
+                   help="split the timed training iterations into data, backbone, neck, dense head, RoI heads, "
+                        "backward and optimizer step")
     with_amp(p)
     p.add_argument("--json", help="write the figures here as JSON (what the zoo metafiles record)")
     p.set_defaults(fn=cmd_benchmark)

@@ -5,7 +5,7 @@ The ``detzoo`` command prints a ``UserError`` as one line, ``detzoo CMD: error: 
 and exits with 2; its message names the culprit (file, key, annotation id). Every check of
 input raises one where it finds the fault: ``ConfigError`` (``detzoo.config``),
 ``CheckpointError`` (``detzoo.engine.checkpoint``), ``NonFiniteLossError``
-(``detzoo.engine.trainer``) and the classes below. Anything else that escapes a command is
+(``detzoo.engine.hooks``) and the classes below. Anything else that escapes a command is
 a bug and shows its traceback, except an ``OSError`` that the operating system raised about
 a file (permissions, a folder where a file should be), which is shown as one line too. Each
 class also derives from the standard exception a Python caller would expect (``DataError``

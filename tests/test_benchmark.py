@@ -42,7 +42,7 @@ SCHEMA = {
     "date": None,
     "environment": {"device", "device_type", "processor", "threads", "torch", "torchvision", "detzoo", "python"},
     "inference": {"images", "warmup", "input", "fps", "model_s", "postprocess_s"},
-    "train": {"iters", "warmup", "batch_size", "s_iter", "peak_memory_gb", "memory_kind", "data_s"},
+    "train": {"iters", "warmup", "batch_size", "s_iter", "peak_memory_gb", "memory_kind", "data_s", "stages"},
     "complexity": {"gflops", "params_m", "input_shape"},
     **dict.fromkeys(("train_loader", "test_loader"), {"input", "batches", "warmup", "images", "num_workers",
                                                       "images_per_s", "model_images_per_s", "ratio"}),
@@ -92,6 +92,7 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
     assert train["iters"] == 2 and train["warmup"] == 1 and train["batch_size"] == 4  # tiny: images_per_gpu 4
     assert train["s_iter"] > 0 and train["memory_kind"] == "peak_rss" and train["peak_memory_gb"] > 0
     assert 0 < train["data_s"] < train["s_iter"]
+    assert train["stages"] is None  # the split of an iteration comes with --profile
 
     # each loader against the model's own rate on its path: the training step without the wait for data; fps
     train_loader, test_loader = record["train_loader"], record["test_loader"]
@@ -198,6 +199,7 @@ def test_fast_rcnn_times_inference_on_the_proposals_of_data_val(synth_data, tmp_
         ([TINY, "--num-images", "0"], "num_images"),
         ([TINY, "--peak-shape", "1", "0", "8", "8"], "peak_shape[1]"),
         ([TINY, "--amp", "fp16"], "runtime.amp='fp16' needs CUDA"),
+        ([TINY, "--profile", "--skip-train"], "--profile"),
     ],
 )
 def test_bad_input_is_one_error_line(args, names, capsys):
@@ -241,6 +243,22 @@ def test_stage_split_names_the_model_stages_and_sums_to_x(config, stages):
     assert split.seconds["postprocess"] == split.postprocess_s
     assert list(split.gflops) == [*stages, "postprocess"] and all(split.gflops[name] > 0 for name in stages)
     assert split.total_gflops == pytest.approx(count_complexity(model, (64, 96)).gflops)
+
+
+def test_profile_splits_the_timed_training_iterations_into_stages(synth_data, tmp_path, capsys):
+    record = _run(["benchmark", TINY, *_sets(synth_data), *FAST, "--train-iters", "2", "--profile", "--skip-inference",
+                   "--skip-flops", "--skip-loader", "--skip-peak"], tmp_path)
+    train = record["train"]
+    stages = train["stages"]
+    assert list(stages) == ["data", "backbone", "neck", "dense_head", "roi_heads", "backward", "optimizer"]
+    assert all(seconds >= 0 for seconds in stages.values()) and stages["backbone"] > 0 and stages["backward"] > 0
+    assert stages["data"] == pytest.approx(train["data_s"])  # the trainer's own wait for data
+    # each part lies within the iteration's clock: together no more than s/iter
+    assert sum(stages.values()) <= train["s_iter"] * (1 + 1e-9)
+    assert read_run(tmp_path / "bench.json") == record
+    text = capsys.readouterr().out
+    for label in ("--profile", *stages, "other"):
+        assert label in text, label
 
 
 def test_amp_reaches_the_model(synth_data, tmp_path, capsys):

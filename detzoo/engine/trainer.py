@@ -1,44 +1,35 @@
-"""Training loop: SGD with warmup + step schedule, JSON-lines logs (optionally mirrored to
+"""Training: SGD with warmup + step schedule, JSON-lines logs (optionally mirrored to
 TensorBoard), atomic checkpoints, exact resume, periodic evaluation, torch.distributed
-data parallelism (``detzoo.engine.distributed``), mixed precision (``runtime.amp``)."""
+data parallelism (``detzoo.engine.distributed``), mixed precision (``runtime.amp``).
+``train`` builds the run and hands it to a ``Trainer``, whose loop is a few lines over
+hooks (``detzoo.engine.hooks``) that log, time, save and evaluate."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
-import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from detzoo.config import ConfigError, check_keys, dump_config
 from detzoo.data.build import build_dataset, model_targets
+from detzoo.data.coco import CocoDataset, Sample
 from detzoo.data.loader import build_train_loader
 from detzoo.detectors.build import build_model, num_classes_key
+from detzoo.detectors.model import DetectionModel
 from detzoo.engine import distributed
-from detzoo.engine.checkpoint import (
-    CheckpointError,
-    atomic_write,
-    get_rng_state,
-    load_checkpoint,
-    load_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, load_state, set_rng_state
 from detzoo.engine.evaluate import compare_classes, evaluate, model_inputs
+from detzoo.engine.hooks import Checkpointer, EvalHook, Hook, IterationTimer, LogWriter, TrainingLog
 from detzoo.engine.initialize import init_backbone, transfer_weights
 from detzoo.engine.inference import autocast_dtype
 from detzoo.engine.schedule import WarmupMultiStepLR, check_optim, resolve_schedule, scale_lr
-from detzoo.engine.workdir import CHECKPOINT, FINAL, LOG, TENSORBOARD, claim_work_dir, remove_earlier_run
-from detzoo.errors import UserError
-from detzoo.evaluation.coco import format_table
+from detzoo.engine.workdir import CHECKPOINT, FINAL, claim_work_dir, remove_earlier_run
 from detzoo.layers.norm import is_norm
 from detzoo.version import __version__
 
@@ -79,35 +70,6 @@ def rank_rng_state(rng: list[dict] | dict, *, path: Path, rank: int, world: int)
             f"resume with {len(states)} (torchrun --nproc_per_node / --nnodes)"
         )
     return states[rank]
-
-
-class NonFiniteLossError(UserError, FloatingPointError):
-    """The loss (or, at a checkpoint, a weight) became NaN or infinite: training stopped
-    before the bad state was saved. ``lr`` is the suggested (tenfold lower) ``optim.lr``;
-    ``resumable``: this run wrote a checkpoint to resume from."""
-
-    def __init__(self, message: str, *, lr: float, resumable: bool) -> None:
-        super().__init__(message)
-        self.lr = lr
-        self.resumable = resumable
-
-
-def _non_finite(what: str, iteration: int, *, cfg: Mapping[str, Any], checkpoint: Path, saved: int | None,
-                weights_gave_it: bool = False) -> NonFiniteLossError:
-    """The ``NonFiniteLossError`` for ``what`` at ``iteration`` (as logged), saying how to go
-    on: resume from this run's last checkpoint (of iteration ``saved``) with a lower lr, or
-    start again with one when there is none or when its weights gave the failing loss."""
-    lr = cfg["optim"]["lr"] / 10
-    if saved is None:
-        advice = f"no checkpoint of this run was written yet: start again with a lower lr, e.g. optim.lr={lr:g}"
-    elif weights_gave_it:
-        advice = (f"the last checkpoint, {checkpoint} (iteration {saved}), is left as it was, but its weights "
-                  f"give this loss: start again with a lower lr, e.g. optim.lr={lr:g}")
-    else:
-        advice = (f"the last good checkpoint, {checkpoint} (iteration {saved}), is left as it was: "
-                  f"resume from it with a lower lr, e.g. optim.lr={lr:g}")
-    return NonFiniteLossError(f"{what} at iteration {iteration}; training stopped; {advice}",
-                              lr=lr, resumable=saved is not None and not weights_gave_it)
 
 
 def _config_changes(old: Any, new: Any, key: str = "") -> list[str]:
@@ -157,57 +119,6 @@ def _checkpoint_meta(cfg: Mapping[str, Any], dataset) -> dict[str, Any]:
     }
 
 
-class TrainingLog:
-    """Where the trainer's records go, on the main process only: one JSON line each in
-    ``<work_dir>/log.jsonl`` and, with ``tensorboard``, the same numbers as TensorBoard
-    scalars in ``<work_dir>/tensorboard/`` at the record's ``iter``: ``train/<field>`` for
-    a training record, ``val/<type>/<metric>`` for an evaluation (``{"iter", "eval"}``).
-    Without the tensorboard package, ``tensorboard=True`` is a ConfigError at once, on
-    every process."""
-
-    def __init__(self, work_dir: Path, *, tensorboard: bool) -> None:
-        if not isinstance(tensorboard, bool):
-            raise ConfigError(f"runtime.tensorboard must be True or False, got {tensorboard!r}")
-        self.path = work_dir / LOG
-        self.tensorboard_dir = work_dir / TENSORBOARD if tensorboard else None
-        self._writer = None
-        if tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError("runtime.tensorboard=True needs the tensorboard package: pip install detzoo[tensorboard]")
-
-    def begin(self, iteration: int) -> None:
-        """Start the log at ``iteration``: drop the records of later iterations (those a
-        resumed run abandoned), or every record for a fresh run (0)."""
-        if not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines(keepends=True)
-                if line.strip() and json.loads(line).get("iter", 0) <= iteration]
-        with atomic_write(self.path, text=True) as f:
-            f.writelines(kept)
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        if not distributed.is_main():
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tensorboard_dir is None:
-            return
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.tensorboard_dir))
-        if "eval" in record:
-            scalars = {f"val/{kind}/{name}": v for kind, values in record["eval"].items() for name, v in values.items()}
-        else:
-            scalars = {f"train/{name}": v for name, v in record.items() if name != "iter"}
-        for tag, value in scalars.items():
-            self._writer.add_scalar(tag, value, global_step=record["iter"])
-        self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
 def param_groups(model: torch.nn.Module, weight_decay: float, norm_weight_decay: float | None) -> list[dict]:
     """The trainable parameters as SGD groups: the parameters of norm layers (BN, SyncBN,
     GN) decay by ``norm_weight_decay`` when it is set (mmdetection's ``norm_decay_mult``;
@@ -254,6 +165,89 @@ def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+class Trainer:
+    """detectron2's ``SimpleTrainer``: ``train()`` runs the iterations from ``start_iter`` to
+    ``max_iter``, each ``run_step`` between its hooks' ``before_step`` and ``after_step``
+    (``detzoo.engine.hooks``; they are called in their order). The batches come from
+    ``loader(epoch, skip_batches)``, epoch after epoch of ``iters_per_epoch``, the first
+    one from iteration ``start_iter`` on (a resumed run's batches are an uninterrupted
+    run's). Under torch.distributed the forward and backward go through DDP."""
+
+    def __init__(
+        self,
+        model: DetectionModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: WarmupMultiStepLR,
+        scaler: torch.amp.GradScaler,
+        *,
+        loader: Callable[[int, int], Iterable[list[Sample]]],
+        iters_per_epoch: int,
+        start_iter: int,
+        max_iter: int,
+        grad_clip: float | None,
+        amp_dtype: torch.dtype | None,
+        hooks: Sequence[Hook],
+    ) -> None:
+        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.loader, self.iters_per_epoch = loader, iters_per_epoch
+        self.start_iter = self.iter = start_iter
+        self.max_iter = max_iter
+        self.grad_clip, self.amp_dtype = grad_clip, amp_dtype
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        device = model.device
+        device_ids = [device.index] if device.type == "cuda" else None
+        self.net = DistributedDataParallel(model, device_ids=device_ids) if distributed.world_size() > 1 else model
+        self.hooks = list(hooks)
+        for hook in self.hooks:
+            hook.trainer = self
+
+    def train(self) -> None:
+        self._batches = self._epochs()
+        self._call("before_train")
+        try:
+            self.model.train()
+            while self.iter < self.max_iter:
+                self._call("before_step")
+                self.run_step()
+                self._call("after_step")
+        finally:
+            self._batches.close()
+            self._call("after_train")
+
+    def run_step(self) -> None:
+        """One iteration: its batch, the forward under autocast (``amp_dtype``), the
+        backward through the GradScaler, the gradient clipping, the optimizer's and the
+        scheduler's step; the hooks' ``after_forward`` and ``after_backward`` between."""
+        start = time.perf_counter()
+        samples = next(self._batches)
+        self.data_time = time.perf_counter() - start
+        with torch.autocast(self.model.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            losses = self.net([s.image for s in samples], [s.instances for s in samples], **model_inputs(samples))
+        loss = sum(losses.values())
+        self.scalars = {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+        self._call("after_forward")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self._call("after_backward")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.iter += 1
+
+    def _epochs(self) -> Iterator[list[Sample]]:
+        """The batches from iteration ``iter`` on: the rest of its epoch, then the next epochs."""
+        while True:
+            self.epoch, skip = divmod(self.iter, self.iters_per_epoch)
+            yield from self.loader(self.epoch, skip)
+
+    def _call(self, point: str) -> None:
+        for hook in self.hooks:
+            getattr(hook, point)()
+
+
 def train(
     cfg: Mapping[str, Any],
     *,
@@ -261,6 +255,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     load_from: Mapping[str, Any] | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> dict[str, Any]:
     """Train the model of ``cfg``; returns the final validation metrics per evaluation
     type (empty if the config has no ``data.val``). Writes ``log.jsonl``, ``checkpoint.pth`` (full state,
@@ -270,16 +265,20 @@ def train(
 
     A fresh run starts from ``load_from`` (a detzoo checkpoint dict: the detector that
     ``runtime.load_from`` names, as ``detzoo.api.train`` reads it) or else from the backbone's
-    ``init``; ``resume`` continues from ``<work_dir>/checkpoint.pth`` instead."""
+    ``init``; ``resume`` continues from ``<work_dir>/checkpoint.pth`` instead. ``hooks``
+    (``detzoo.engine.hooks.Hook``) join the trainer's own after its ``IterationTimer`` and
+    before its logging, checkpoints and evaluation."""
     with claim_work_dir(Path(work_dir), resume=resume, overwrite=overwrite):
-        return _train(cfg, work_dir=Path(work_dir), resume=resume, overwrite=overwrite, load_from=load_from)
+        return _train(cfg, work_dir=Path(work_dir), resume=resume, overwrite=overwrite, load_from=load_from,
+                      hooks=hooks)
 
 
 def _train(
-    cfg: Mapping[str, Any], *, work_dir: Path, resume: bool, overwrite: bool, load_from: Mapping[str, Any] | None
+    cfg: Mapping[str, Any], *, work_dir: Path, resume: bool, overwrite: bool, load_from: Mapping[str, Any] | None,
+    hooks: Sequence[Hook],
 ) -> dict[str, Any]:
     check_keys("config", cfg, CONFIG_KEYS)
-    optim, runtime = cfg["optim"], cfg["runtime"]
+    optim, runtime, data = cfg["optim"], cfg["runtime"], cfg["data"]
     check_keys("optim", optim, OPTIM_KEYS)
     check_optim(optim)
     check_keys("runtime", runtime, RUNTIME_KEYS)
@@ -292,10 +291,60 @@ def _train(
     model = build_model(cfg["model"]).to(device)
     if runtime["compile"]:
         model.compile_network()
-    data = cfg["data"]
+    train_set, val_set = _datasets(cfg, model)
+    if not resume:
+        _start_weights(model, cfg, load_from, train_set.class_names)
+
+    def loader(epoch: int, skip_batches: int) -> Iterable[list[Sample]]:
+        return build_train_loader(train_set, batch_size=data["images_per_gpu"], num_workers=data["num_workers"],
+                                  seed=runtime["seed"], epoch=epoch, skip_batches=skip_batches, rank=rank,
+                                  world_size=world)
+
+    batch = data["images_per_gpu"] * world
+    iters_per_epoch = len(loader(0, 0))
+    schedule = resolve_schedule(cfg["schedule"], iters_per_epoch=iters_per_epoch, batch_size=batch)
+    optimizer = torch.optim.SGD(
+        param_groups(model, optim["weight_decay"], optim["norm_weight_decay"]),
+        lr=scale_lr(optim["lr"], base_batch_size=optim["base_batch_size"], batch_size=batch),
+        momentum=optim["momentum"],
+    )
+    # A pass-through unless fp16: then the loss is scaled and steps with inf/NaN gradients skipped.
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime["amp"] == "fp16")
+    start = _resume(work_dir / CHECKPOINT, model, optimizer, scaler, cfg=cfg) if resume else 0
+    # built after resuming, from the config: the lr at each iteration is its schedule's
+    scheduler = WarmupMultiStepLR(optimizer, steps=schedule.steps, gamma=optim["gamma"],
+                                  warmup_iters=optim["warmup_iters"], warmup_factor=optim["warmup_factor"],
+                                  last_epoch=start - 1)
+    meta = _checkpoint_meta(cfg, train_set)
+    if distributed.is_main():
+        if overwrite:  # only now, with the config, data and model built: a mistake in them costs no earlier run
+            remove_earlier_run(work_dir)
+        log.begin(start)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / "config.py").write_text(dump_config(dict(cfg)))
+
+    def evaluation() -> dict[str, dict[str, float]]:
+        return evaluate(model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"], amp=runtime["amp"])
+
+    evaluator = EvalHook(evaluation, log, interval=runtime["eval_interval"]) if val_set is not None else None
+    checkpointer = Checkpointer(work_dir / CHECKPOINT, work_dir / FINAL, interval=runtime["checkpoint_interval"],
+                                meta=meta, lr=optim["lr"], saved=start if resume else None)
+    Trainer(
+        model, optimizer, scheduler, scaler, loader=loader, iters_per_epoch=iters_per_epoch, start_iter=start,
+        max_iter=schedule.max_iters, grad_clip=optim["grad_clip"], amp_dtype=amp_dtype,
+        hooks=[IterationTimer(), *hooks, LogWriter(log, interval=runtime["log_interval"]), checkpointer,
+               *([evaluator] if evaluator else [])],
+    ).train()
+    return evaluator.metrics if evaluator else {}
+
+
+def _datasets(cfg: Mapping[str, Any], model: DetectionModel) -> tuple[CocoDataset, CocoDataset | None]:
+    """The training set of ``cfg`` for ``model`` and its validation set (None without
+    ``data.val``), both checked against the model's classes now, before any training."""
+    data, seed = cfg["data"], cfg["runtime"]["seed"]
     outputs = model.outputs
     targets = model_targets(outputs)
-    train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=runtime["seed"], **targets)
+    train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=seed, **targets)
     if "proposals" not in outputs and len(train_set.class_names) != model.num_classes:
         key = num_classes_key(cfg["model"])
         raise ConfigError(
@@ -305,132 +354,16 @@ def _train(
     val_set = build_dataset(data, "val", model.pixel_format, train=False, **targets) if "val" in data else None
     if val_set is not None and "proposals" not in outputs:  # now, not at the first evaluation
         compare_classes(train_set.cat_ids, train_set.class_names, train_set.ann_file, val_set)
-    if not resume:
-        _start_weights(model, cfg, load_from, train_set.class_names)
+    return train_set, val_set
 
-    batch = data["images_per_gpu"] * world
-    loader_args = dict(batch_size=data["images_per_gpu"], num_workers=data["num_workers"], seed=runtime["seed"])
-    iters_per_epoch = len(build_train_loader(train_set, **loader_args, rank=rank, world_size=world))
-    schedule = resolve_schedule(cfg["schedule"], iters_per_epoch=iters_per_epoch, batch_size=batch)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        param_groups(model, optim["weight_decay"], optim["norm_weight_decay"]),
-        lr=scale_lr(optim["lr"], base_batch_size=optim["base_batch_size"], batch_size=batch),
-        momentum=optim["momentum"],
-    )
-    # A pass-through unless fp16: then the loss is scaled and steps with inf/NaN gradients skipped.
-    scaler = torch.amp.GradScaler(device.type, enabled=runtime["amp"] == "fp16")
-    start = 0
-    if resume:
-        state = load_checkpoint(work_dir / CHECKPOINT, map_location=device)
-        start = resume_state(state, work_dir / CHECKPOINT, model=model, optimizer=optimizer, cfg=cfg)
-        set_rng_state(rank_rng_state(state["rng"], path=work_dir / CHECKPOINT, rank=rank, world=world))
-        if state.get("scaler"):  # empty when written without fp16: the scaler starts afresh
-            scaler.load_state_dict(state["scaler"])
-    # built after resuming, from the config: the lr at each iteration is its schedule's
-    scheduler = WarmupMultiStepLR(
-        optimizer,
-        steps=schedule.steps,
-        gamma=optim["gamma"],
-        warmup_iters=optim["warmup_iters"],
-        warmup_factor=optim["warmup_factor"],
-        last_epoch=start - 1,
-    )
-    meta = _checkpoint_meta(cfg, train_set)
-    if distributed.is_main():
-        if overwrite:  # only now, with the config, data and model built: a mistake in them costs no earlier run
-            remove_earlier_run(work_dir)
-        log.begin(start)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "config.py").write_text(dump_config(dict(cfg)))
-    device_ids = [device.index] if device.type == "cuda" else None
-    net = DistributedDataParallel(model, device_ids=device_ids) if world > 1 else model
 
-    saved = start if resume else None  # the iteration of this run's last checkpoint
-
-    def save(iteration: int) -> None:
-        nonlocal saved
-        if not all(torch.isfinite(p).all() for p in model.parameters()):  # never save a broken state
-            raise _non_finite("a weight is not finite", iteration, cfg=cfg, checkpoint=work_dir / CHECKPOINT,
-                              saved=saved)
-        rng = distributed.gather(get_rng_state())  # every rank's, for an exact resume under DDP
-        if distributed.is_main():
-            save_checkpoint(
-                work_dir / CHECKPOINT,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "iteration": iteration,
-                    "rng": rng,
-                    "scaler": scaler.state_dict(),
-                    "meta": meta,
-                },
-            )
-        saved = iteration
-
-    metrics: dict[str, dict[str, float]] = {}
-    it = start
-    bar = tqdm(total=schedule.max_iters, initial=start, desc="train", disable=not distributed.is_main())
-    window: list[dict[str, float]] = []
-    model.train()
-    while it < schedule.max_iters:
-        epoch, skip = divmod(it, iters_per_epoch)
-        loader = build_train_loader(
-            train_set, **loader_args, epoch=epoch, skip_batches=skip, rank=rank, world_size=world
-        )
-        tick = time.perf_counter()
-        for samples in loader:
-            data_time = time.perf_counter() - tick
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                losses = net([s.image for s in samples], [s.instances for s in samples], **model_inputs(samples))
-            loss = sum(losses.values())
-            if not math.isfinite(loss.item()):
-                terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                raise _non_finite(f"loss is {loss.item()} ({terms})", it + 1, cfg=cfg, checkpoint=work_dir / CHECKPOINT,
-                                  saved=saved, weights_gave_it=saved == it)  # it: the weights' iteration
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if optim["grad_clip"]:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
-            lr = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            it += 1
-            window.append(
-                {"loss": loss.item(), **{k: v.item() for k, v in losses.items()},
-                 "time": time.perf_counter() - tick, "data_time": data_time}
-            )
-            bar.update(1)
-            if it % runtime["log_interval"] == 0 or it == schedule.max_iters:
-                mean = distributed.reduce_mean({k: float(np.mean([w[k] for w in window])) for k in window[0]})
-                window = []
-                record = {"iter": it, "epoch": epoch, "lr": lr, **mean,
-                          "eta_s": mean["time"] * (schedule.max_iters - it)}
-                if device.type == "cuda":
-                    record["memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-                    torch.cuda.reset_peak_memory_stats(device)
-                log.write(record)
-                bar.set_postfix(loss=f"{mean['loss']:.3f}", lr=f"{lr:.2e}", s_iter=f"{mean['time']:.2f}")
-            if it % runtime["checkpoint_interval"] == 0 or it == schedule.max_iters:
-                save(it)
-            if it == schedule.max_iters and distributed.is_main():  # before the final evaluation: it cannot cost it
-                save_checkpoint(work_dir / FINAL, {"model": model.state_dict(), "meta": meta})
-            if val_set is not None and (
-                it == schedule.max_iters or (runtime["eval_interval"] and it % runtime["eval_interval"] == 0)
-            ):
-                distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves
-                metrics = evaluate(
-                    model, val_set, cat_ids=train_set.cat_ids, num_workers=data["num_workers"], amp=runtime["amp"]
-                )
-                log.write({"iter": it, "eval": metrics})
-                if distributed.is_main():
-                    for iou_type, values in metrics.items():
-                        tqdm.write(f"iteration {it}: {iou_type}\n{format_table(values)}")
-            if it >= schedule.max_iters:
-                break
-            tick = time.perf_counter()
-    bar.close()
-    log.close()
-    return metrics
+def _resume(path: Path, model: DetectionModel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *,
+            cfg: Mapping[str, Any]) -> int:
+    """Restore the training checkpoint at ``path`` (``resume_state``, this rank's RNG state,
+    the GradScaler's); return its iteration."""
+    state = load_checkpoint(path, map_location=model.device)
+    start = resume_state(state, path, model=model, optimizer=optimizer, cfg=cfg)
+    set_rng_state(rank_rng_state(state["rng"], path=path, rank=distributed.rank(), world=distributed.world_size()))
+    if state.get("scaler"):  # empty when written without fp16: the scaler starts afresh
+        scaler.load_state_dict(state["scaler"])
+    return start

@@ -5,13 +5,23 @@
   (``DetectionModel.preprocess`` onto the device + ``detect``: network and decoding) and Y
   the post-processing (``DetectionModel.postprocess``: back to original pixels, masks
   pasted, keypoints decoded from their heatmaps). Reading and resizing the image are not timed.
-- **Training speed**: the trainer's own wall time per iteration (``time`` in its
-  ``log.jsonl``, data loading included), from ``train()`` run for a short schedule with the
-  config's data, optimizer and batch, averaged over the iterations after a warm-up.
+- **Training speed**: the trainer's own wall time per iteration (its ``IterationTimer``'s
+  ``time``, as its ``log.jsonl`` has it, data loading included), collected by a hook in
+  ``train()`` run for a short schedule with the config's data, optimizer and batch,
+  averaged over the iterations after a warm-up.
   **Peak memory**: CUDA max allocated over the timed iterations on a GPU (the zoo tables'
   Mem column); on a CPU the process's peak RSS, which includes the Python / torch baseline,
   so the text also gives the increase over the peak before training. Training runs first,
   so that this peak is the training's and not the inference model's.
+- **Training stage split** (``--profile``): the timed training iterations split into
+  waiting for the batch (the trainer's ``data_time``), each stage's forward (forward pre-
+  and post-hooks on the model's ``backbone``, ``neck``, ``dense_head`` and ``roi_heads``,
+  as the inference's stage split, their losses included), the backward (from the end of
+  the forward to the end of the backward: zeroing the gradients, loss scaling, backward,
+  gradient clipping) and the optimizer step (the optimizer's own step hooks), each the
+  mean seconds per timed iteration, clocks read after ``torch.cuda.synchronize`` on a GPU
+  (whose waits the s/iter of a profiled run then includes); the rest of s/iter ("other":
+  moving the images to the device, padding, the scheduler, the hooks) is in the text.
 - **Loader speed**, with each of training and inference: its data path alone, no model, in
   images/s, against the model's own images/s on that path; loader / model > 1 means the
   model never waits for data. Training: the trainer's loader (``data.train``, its train
@@ -45,7 +55,6 @@ import contextlib
 import datetime
 import functools
 import itertools
-import json
 import platform
 import resource
 import sys
@@ -72,6 +81,7 @@ from detzoo.detectors.build import build_model
 from detzoo.detectors.model import DetectionModel
 from detzoo.engine import distributed
 from detzoo.engine.evaluate import model_inputs
+from detzoo.engine.hooks import Hook
 from detzoo.engine.inference import AMP_DTYPES, autocast_dtype, inference_context
 from detzoo.engine.trainer import train
 from detzoo.errors import InputError, MissingFileError
@@ -122,7 +132,9 @@ class InferenceSpeed(_Part):
 
 @dataclass(frozen=True)
 class TrainSpeed(_Part):
-    """s/iter over the ``iters`` iterations after ``warmup``; memory in GiB (2^30 bytes)."""
+    """s/iter over the ``iters`` iterations after ``warmup``; memory in GiB (2^30 bytes);
+    ``stages`` (with ``--profile``): the mean seconds per iteration of "data", each of ``STAGES``
+    the model has, "backward" and "optimizer" (``TrainStageClock``)."""
 
     iters: int
     warmup: int
@@ -132,6 +144,7 @@ class TrainSpeed(_Part):
     memory_kind: str  # "cuda_max_allocated" or "peak_rss"
     before_gb: float  # the same measure before training started
     data_s: float  # the part of s_iter the trainer waited for its loader
+    stages: dict[str, float] | None = None
 
     TEXT_ONLY: ClassVar[tuple[str, ...]] = ("before_gb",)
 
@@ -271,6 +284,8 @@ class Benchmark:
                 f"  memory     {tr.peak_memory_gb:.2f} GB {memory} (peak_memory_gb; GB = 2^30 bytes), "
                 f"{tr.peak_memory_gb - tr.before_gb:.2f} GB over the {tr.before_gb:.2f} GB before training",
             ]
+            if tr.stages is not None:
+                lines += _train_stage_lines(tr)
         if self.complexity is not None:
             c = self.complexity
             shape = "x".join(map(str, c.input_shape))
@@ -317,9 +332,23 @@ def _stage_lines(split: StageSplit, dtype: str, peak: float | None) -> list[str]
     for name, seconds in split.seconds.items():
         gflops = split.gflops.get(name)
         share = "-" if gflops is None or peak is None or seconds <= 0 else f"{100 * gflops / seconds / peak:.1f}%"
-        lines.append(f"  {name:<12}{1e3 * seconds:>9.2f}{100 * seconds / total:>7.1f}%"
-                     f"{'-' if gflops is None else f'{gflops:.4g}':>10}{share:>11}")
+        lines.append(f"{_stage_row(name, seconds, total)}{'-' if gflops is None else f'{gflops:.4g}':>10}{share:>11}")
     return lines
+
+
+def _train_stage_lines(speed: TrainSpeed) -> list[str]:
+    """The training stage split's table (``--profile``): stage, ms, share of s/iter, "other" the rest."""
+    seconds = {**speed.stages, "other": speed.s_iter - sum(speed.stages.values())}
+    return [
+        "  stages     mean per timed iteration (--profile; on a GPU s/iter includes the clocks' synchronizations)",
+        f"  {'stage':<12}{'ms':>9}{'time':>8}",
+        *(_stage_row(name, value, speed.s_iter) for name, value in seconds.items()),
+    ]
+
+
+def _stage_row(name: str, seconds: float, total: float) -> str:
+    """A stage table's first columns: its name, its ms, its share of ``total`` seconds."""
+    return f"  {name:<12}{1e3 * seconds:>9.2f}{100 * seconds / total:>7.1f}%"
 
 
 def _loader_lines(path: str, speed: LoaderSpeed, model: str) -> list[str]:
@@ -509,39 +538,108 @@ def _memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT / GIB
 
 
-def time_training(cfg: Mapping[str, Any], *, iters: int, warmup: int, device: torch.device) -> TrainSpeed:
+class IterationTimes(Hook):
+    """Each training iteration's ``time`` and ``data_time`` (the trainer's ``IterationTimer``'s)
+    and, on a GPU, its CUDA peak in GiB (``memory_gb``), one dict each in ``iterations``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.iterations: list[dict[str, float]] = []
+
+    def before_step(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def after_step(self) -> None:
+        scalars = self.trainer.scalars
+        times = {"time": scalars["time"], "data_time": scalars["data_time"]}
+        if self.device.type == "cuda":
+            times["memory_gb"] = torch.cuda.max_memory_allocated(self.device) / GIB
+        self.iterations.append(times)
+
+
+class TrainStageClock(Hook):
+    """Each training iteration's seconds in each of its parts, one dict each in
+    ``iterations``: "data", the wait for the batch (the trainer's ``data_time``); each of
+    ``STAGES`` the model has, its forward (``stage_clock``); "backward", from the
+    ``after_forward`` to the ``after_backward`` hook; "optimizer", its step (the optimizer's
+    step pre- and post-hooks; 0 where the GradScaler skipped it). Clocks read after
+    ``synchronize``."""
+
+    def __init__(self) -> None:
+        self.iterations: list[dict[str, float]] = []
+
+    def before_train(self) -> None:
+        trainer = self.trainer
+        self._hooks = contextlib.ExitStack()
+        self._stages = self._hooks.enter_context(stage_clock(trainer.model))
+        for handle in (trainer.optimizer.register_step_pre_hook(functools.partial(self._mark, "step")),
+                       trainer.optimizer.register_step_post_hook(functools.partial(self._mark, "stepped"))):
+            self._hooks.callback(handle.remove)
+
+    def before_step(self) -> None:
+        self._marks: dict[str, float] = {}
+        self._calls = {name: len(seconds) for name, seconds in self._stages.items()}
+
+    def after_forward(self) -> None:
+        self._mark("forward")
+
+    def after_backward(self) -> None:
+        self._mark("backward")
+
+    def after_step(self) -> None:
+        marks = self._marks
+        self.iterations.append({
+            "data": self.trainer.data_time,
+            **{name: sum(seconds[self._calls[name]:]) for name, seconds in self._stages.items()},
+            "backward": marks["backward"] - marks["forward"],
+            "optimizer": marks["stepped"] - marks["step"] if "stepped" in marks else 0.0,
+        })
+
+    def after_train(self) -> None:
+        self._hooks.close()
+
+    def _mark(self, name: str, *_: Any) -> None:
+        synchronize(self.trainer.model.device)
+        self._marks[name] = time.perf_counter()
+
+
+def time_training(
+    cfg: Mapping[str, Any], *, iters: int, warmup: int, device: torch.device, profile: bool = False
+) -> TrainSpeed:
     """Train ``cfg`` (from scratch, as ``detzoo train``) for ``warmup + iters`` iterations in a
-    temporary work dir, logging every iteration and evaluating nothing, and read the
-    trainer's per-iteration times from its log. On a GPU the memory is the largest of the
-    trainer's per-iteration CUDA peaks over the timed iterations; on a CPU the process's
-    peak RSS over the whole run (data set-up, warm-up and the final checkpoint write
-    included; data-loader worker processes not)."""
+    temporary work dir, evaluating nothing, and take the trainer's per-iteration times from
+    an ``IterationTimes`` hook; with ``profile``, the stage split of a ``TrainStageClock``
+    too. On a GPU the memory is the largest of the per-iteration CUDA peaks over the timed
+    iterations; on a CPU the process's peak RSS over the whole run (data set-up, warm-up
+    and the final checkpoint write included; data-loader worker processes not)."""
     total = warmup + iters
     short = {
         **cfg,
         "data": {k: v for k, v in cfg["data"].items() if k != "val"},
         "schedule": {"iters": total, "steps": ()},
-        "runtime": {**cfg["runtime"], "device": device.type, "log_interval": 1, "checkpoint_interval": total,
-                    "eval_interval": 0},
+        "runtime": {**cfg["runtime"], "device": device.type, "checkpoint_interval": total, "eval_interval": 0},
     }
+    times, clock = IterationTimes(device), TrainStageClock() if profile else None
     before = _memory_gb(device)
     with tempfile.TemporaryDirectory(prefix="detzoo-benchmark-") as work_dir:
-        train(short, work_dir=work_dir)
-        log = [json.loads(line) for line in (Path(work_dir) / "log.jsonl").read_text().splitlines()]
-    window = log[warmup:]
+        train(short, work_dir=work_dir, hooks=[times, *([clock] if clock else [])])
+    window = times.iterations[warmup:]
     if device.type == "cuda":
-        peak, kind = max(r["memory_mb"] for r in window) / 1024, "cuda_max_allocated"
+        peak, kind = max(t["memory_gb"] for t in window), "cuda_max_allocated"
     else:
         peak, kind = _memory_gb(device), "peak_rss"
     return TrainSpeed(
         iters=len(window),
         warmup=warmup,
         batch_size=cfg["data"]["images_per_gpu"],
-        s_iter=float(np.mean([r["time"] for r in window])),
+        s_iter=float(np.mean([t["time"] for t in window])),
         peak_memory_gb=peak,
         memory_kind=kind,
         before_gb=before,
-        data_s=float(np.mean([r["data_time"] for r in window])),
+        data_s=float(np.mean([t["data_time"] for t in window])),
+        stages=None if clock is None else {name: float(np.mean([t[name] for t in clock.iterations[warmup:]]))
+                                           for name in clock.iterations[0]},
     )
 
 
@@ -652,6 +750,7 @@ def benchmark(
     peak: bool = True,
     peak_shape: Sequence[int] | None = None,
     stage_runs: int = 5,
+    profile: bool = False,
     command: str = "",
 ) -> Benchmark:
     """Measure ``config`` (a name or path, with ``overrides``) on ``device`` ("auto": CUDA
@@ -664,7 +763,8 @@ def benchmark(
     batches) and the inference inputs' reading and transform alone after the inference.
     With inference and FLOPs, the stage split on an image of ``shape`` (``warmup`` +
     ``stage_runs`` runs); with ``peak``, the conv peaks (fp32, bf16, and fp16 when
-    ``runtime.amp`` is fp16) on a map of ``peak_shape`` (default ``PEAK_SHAPE``). ``command`` is recorded as the
+    ``runtime.amp`` is fp16) on a map of ``peak_shape`` (default ``PEAK_SHAPE``). With ``profile``,
+    the training's stage split (``TrainStageClock``). ``command`` is recorded as the
     command that produced the figures."""
     peak_shape = tuple(peak_shape or PEAK_SHAPE)
     counts = {"warmup": (warmup, 0), "train_warmup": (train_warmup, 0), "train_iters": (train_iters, 1),
@@ -674,6 +774,8 @@ def benchmark(
     for name, (value, least) in counts.items():
         if value < least:
             raise InputError(f"benchmark: {name} must be at least {least}, got {value}")
+    if profile and not train:
+        raise InputError("benchmark: --profile splits the training iterations; it cannot go with --skip-train")
     for path in images:
         if not Path(path).is_file():
             raise MissingFileError(f"image not found: {path}")
@@ -688,7 +790,9 @@ def benchmark(
     target = distributed.init_from_env(device)
     amp = cfg["runtime"].get("amp")
     autocast_dtype(amp, target)  # a wrong runtime.amp is an error before anything runs
-    speed = time_training(cfg, iters=train_iters, warmup=train_warmup, device=target) if train else None
+    speed = None
+    if train:
+        speed = time_training(cfg, iters=train_iters, warmup=train_warmup, device=target, profile=profile)
     train_loader = test_loader = None
     if speed is not None and loader:
         train_loader = time_train_loader(cfg, iters=train_iters, warmup=train_warmup,

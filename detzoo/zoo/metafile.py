@@ -417,6 +417,7 @@ _TRAIN = {
     "iters": (True, _count), "warmup": (True, _count), "batch_size": (True, _count), "s_iter": (True, _number),
     "peak_memory_gb": (True, _number), "memory_kind": (True, lambda v: v in MEMORY_KINDS),
     "data_s": (False, _number),
+    "stages": (False, lambda v: v is None or isinstance(v, dict) and all(map(_number, v.values()))),
 }
 _COMPLEXITY = {
     "gflops": (True, _number), "params_m": (True, _number),
