@@ -37,6 +37,14 @@ def test_channel_counts_flow_from_the_producing_module():
     assert model.neck.lateral_convs[0][0].in_channels == 64  # ResNet-18's c2
 
 
+@pytest.mark.parametrize("name, proposes", [("rpn_r50_fpn_1x_coco", True), ("retinanet_r50_fpn_1x_coco", False),
+                                             ("mask_rcnn_r50_fpn_1x_coco", False)])
+def test_a_model_says_whether_it_generates_proposals(name, proposes):
+    cfg = apply_overrides(load_config(name), ["model.backbone.depth=18"])
+    model = build_model(cfg["model"])
+    assert model.is_proposal_generator == proposes == (model.outputs == ("proposals",))
+
+
 def test_cli_synth_train_test_infer(tmp_path):
     data = tmp_path / "synth"
     assert main(["data", "synth", "--out", str(data / "train"), "--num-images", "8", "--size", "64"]) == 0
