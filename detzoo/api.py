@@ -140,7 +140,7 @@ def build_detector(
         load_state(model, checkpoint["model"], source)
     if cfg["runtime"].get("compile"):  # configs stored before runtime.compile lack it
         model.compile_network()
-    if "proposals" in model.outputs:  # an RPN: class-agnostic proposals
+    if model.is_proposal_generator:  # class-agnostic proposals
         class_names, cat_ids = ["object"], [1]
     else:
         num_classes = model.num_classes

@@ -59,7 +59,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     detector = load_model(args.config, args.checkpoint, device=device, overrides=args.set)
     tta = build_tta(detector.config["data"], detector.model) if args.tta else None
     dataset = build_dataset(detector.config["data"], "val", detector.model.pixel_format, train=False)
-    if "proposals" not in detector.model.outputs:  # an RPN's proposals have no class
+    if not detector.model.is_proposal_generator:  # an RPN's proposals have no class
         compare_classes(detector.cat_ids, detector.class_names, f"checkpoint {args.checkpoint}", dataset)
     if args.out:  # before the inference
         refuse_overwriting([args.out], [args.config, args.checkpoint, dataset.ann_file, dataset.proposals_file])

@@ -1,11 +1,14 @@
 """Config -> model validation, and the detzoo command line end to end on synthetic data."""
 
+import copy
+import functools
 import json
 import re
 
 import pytest
 
 import detzoo
+from detzoo.backbones.resnet import ResNet
 from detzoo.cli import main
 from detzoo.config import ConfigError, apply_overrides, load_config
 from detzoo.data.synthetic import data_overrides
@@ -28,6 +31,33 @@ def test_derived_values_may_not_be_set():
         build_model(bad)
 
 
+@pytest.mark.parametrize("slot, path, valid", [
+    ("backbone", ("backbone",), "'ResNet'"),
+    ("neck", ("neck",), "'FPN', 'NASFPN', 'FPG'"),
+    ("top_block", ("neck", "top_block"), "'maxpool', 'p6p7'"),
+    ("dense_head", ("dense_head",), "'rpn', 'retina'"),
+    ("box_head", ("roi_heads", "box_head"), "'convfc', 'res5'"),
+])
+def test_every_slot_names_its_unknown_or_missing_type_and_the_valid_ones(slot, path, valid):
+    model = load_config("faster_rcnn_r50_fpn_1x_coco")["model"]
+    dotted = ".".join(("model", *path))
+
+    def with_type(kind):
+        cfg = copy.deepcopy(model)
+        section = functools.reduce(dict.__getitem__, path, cfg)
+        section.pop("type", None)
+        section.update({} if kind is None else {"type": kind})
+        return cfg
+
+    with pytest.raises(ConfigError, match=rf"^{re.escape(dotted)}\.type: unknown {slot} type 'Nope'; valid: {valid}$"):
+        build_model(with_type("Nope"))
+    if slot == "backbone":  # the one backbone is the default
+        assert all(isinstance(build_model(with_type(kind)).backbone, ResNet) for kind in (None, "ResNet"))
+    else:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(dotted)}\.type is not set; valid: {valid}$"):
+            build_model(with_type(None))
+
+
 def test_channel_counts_flow_from_the_producing_module():
     cfg = apply_overrides(load_config("faster_rcnn_r50_fpn_1x_coco"), ["model.neck.out_channels=64",
                                                                        "model.backbone.depth=18"])
@@ -35,6 +65,14 @@ def test_channel_counts_flow_from_the_producing_module():
     assert model.dense_head.head.conv.in_channels == 64
     assert model.roi_heads.box_head.fcs[0].in_features == 64 * 7 * 7
     assert model.neck.lateral_convs[0][0].in_channels == 64  # ResNet-18's c2
+
+
+@pytest.mark.parametrize("name, proposes", [("rpn_r50_fpn_1x_coco", True), ("retinanet_r50_fpn_1x_coco", False),
+                                             ("mask_rcnn_r50_fpn_1x_coco", False)])
+def test_a_model_says_whether_it_generates_proposals(name, proposes):
+    cfg = apply_overrides(load_config(name), ["model.backbone.depth=18"])
+    model = build_model(cfg["model"])
+    assert model.is_proposal_generator == proposes == (model.outputs == ("proposals",))
 
 
 def test_cli_synth_train_test_infer(tmp_path):

@@ -1,4 +1,5 @@
-"""Anchors, box coding, matching, sampling and multi-level RoIAlign against torchvision."""
+"""Anchors, box coding, matching, sampling, box selection and multi-level RoIAlign against
+torchvision."""
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign
 
 from detzoo.layers.anchors import AnchorGenerator
-from detzoo.layers.boxes import BoxCoder, Matcher, sample_balanced
+from detzoo.layers.boxes import BoxCoder, Matcher, sample_balanced, select_boxes
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
 
 SIZES = [[32], [64], [128], [256], [512]]
@@ -89,3 +90,24 @@ def test_multilevel_roialign_matches_torchvision():
 def test_box_coder_decodes_no_boxes():
     out = BoxCoder((10, 10, 5, 5)).decode(torch.zeros(0, 12), torch.zeros(0, 4))
     assert out.shape == (0, 3, 4)
+
+
+def test_select_boxes_clips_filters_suppresses_per_group_and_caps():
+    boxes = torch.tensor([
+        [-5.0, -5, 20, 20],  # clipped to (0, 0, 20, 20)
+        [1.0, 1, 21, 21],  # overlaps box 0 in its group: suppressed
+        [1.0, 1, 21, 21],  # same place in another group: kept
+        [30.0, 30, 31, 31],  # 1 pixel: smaller than min_size
+        [40.0, 40, 60, 60],  # scores below the threshold
+        [40.0, 0, 60, 20],  # third best: beyond the cap of 2
+    ])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95, 0.01, 0.5])
+    groups = torch.tensor([0, 0, 1, 0, 0, 1])
+    kept = select_boxes(boxes, scores, groups, image_size=(50, 100), min_size=2.0, nms_thresh=0.5,
+                        max_count=2, score_thresh=0.05)
+    torch.testing.assert_close(kept[0], torch.tensor([[0.0, 0, 20, 20], [1, 1, 21, 21]]))
+    assert kept[1].tolist() == pytest.approx([0.9, 0.7]) and kept[2].tolist() == [0, 1]
+    everything = select_boxes(boxes, scores, groups, image_size=(50, 100), min_size=0.0, nms_thresh=1.0,
+                              max_count=10)
+    assert everything[1].tolist() == pytest.approx(sorted(scores.tolist(), reverse=True))
+    assert [40.0, 40, 60, 50] in everything[0].tolist()  # clipped at the image's height

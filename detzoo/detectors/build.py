@@ -1,14 +1,15 @@
 """The one place where a config's ``model`` section becomes modules.
 
-Every section is checked against the signature of the constructor it feeds before
-anything is built, so a misspelt key fails at once with a suggestion. Values that one
-module produces (channels, strides, anchor counts) are passed on here and may not be
-set in the config.
+Every slot (backbone, neck and its top block, dense head, box head) picks its class the
+same way: its ``type`` key, looked up in the slot's table below. Every section is checked
+against the signature of the constructor it feeds before anything is built, so a misspelt
+key fails at once with a suggestion. Values that one module produces (channels, strides,
+anchor counts) are passed on here and may not be set in the config.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -28,9 +29,13 @@ from detzoo.necks.fpg import FPG
 from detzoo.necks.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from detzoo.necks.nas_fpn import NASFPN
 
+# each slot's ``type`` -> class
+BACKBONES: dict[str, type[nn.Module]] = {"ResNet": ResNet}
 NECKS: dict[str, type[nn.Module]] = {"FPN": FPN, "NASFPN": NASFPN, "FPG": FPG}
-TOP_BLOCKS = ("maxpool", "p6p7")
-DENSE_HEADS = ("rpn", "retina")
+TOP_BLOCKS: dict[str, type[nn.Module]] = {"maxpool": LastLevelMaxPool, "p6p7": LastLevelP6P7}
+DENSE_HEADS: dict[str, type[nn.Module]] = {"rpn": RPN, "retina": RetinaNet}
+BOX_HEADS: dict[str, type[nn.Module]] = {"convfc": ConvFCBoxHead, "res5": Res5BoxHead}
+DEFAULT_BACKBONE = "ResNet"  # the only one: configs may leave model.backbone.type out
 
 
 def _build(fn: Callable, section: str, cfg: Mapping[str, Any], **derived: Any) -> Any:
@@ -61,12 +66,20 @@ def _num_classes(section: str, cfg: Mapping[str, Any]) -> int:
     return value
 
 
-def _typed(section: str, cfg: Mapping[str, Any], valid: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    """The ``type`` of a section (one of ``valid``) and its other keys."""
-    kind = cfg.get("type")
-    if kind not in valid:
-        raise ConfigError(f"{section}.type: unknown {section.rsplit('.', 1)[1]} type {kind!r}; valid: {', '.join(map(repr, valid))}")
-    return kind, {k: v for k, v in cfg.items() if k != "type"}
+def _typed(
+    section: str, cfg: Any, table: Mapping[str, type[nn.Module]], default: str | None = None
+) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The class that the ``type`` of a slot's section (``default`` when not set) names in
+    the slot's ``table``, and the section's other keys."""
+    valid = ", ".join(map(repr, table))
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{section} must be a dict with a type ({valid}), got {cfg!r}")
+    kind = cfg.get("type", default)
+    if kind is None:
+        raise ConfigError(f"{section}.type is not set; valid: {valid}")
+    if not isinstance(kind, str) or kind not in table:
+        raise ConfigError(f"{section}.type: unknown {section.rsplit('.', 1)[1]} type {kind!r}; valid: {valid}")
+    return table[kind], {k: v for k, v in cfg.items() if k != "type"}
 
 
 def _default(fn: Callable, name: str) -> Any:
@@ -124,11 +137,11 @@ def _branch(
 
 
 def _box_head(section: str, cfg: Mapping[str, Any], backbone: ResNet, channels: int, pooled: int) -> nn.Module:
-    kind, rest = _typed(section, cfg, ("convfc", "res5"))
-    if kind == "convfc":
-        return _build(ConvFCBoxHead, section, rest, in_channels=channels, pooled_size=pooled)
+    cls, rest = _typed(section, cfg, BOX_HEADS)
+    if cls is ConvFCBoxHead:
+        return _build(cls, section, rest, in_channels=channels, pooled_size=pooled)
     res5, out_channels = backbone.make_res5()
-    return _build(Res5BoxHead, section, rest, res5=res5, out_channels=out_channels)
+    return _build(cls, section, rest, res5=res5, out_channels=out_channels)
 
 
 def _roi_heads(roi_cfg: Mapping[str, Any], source: nn.Module, backbone: ResNet) -> RoIHeads:
@@ -160,26 +173,20 @@ def _dense_head(cfg: Mapping[str, Any], source: nn.Module) -> RPN | RetinaNet:
     arguments); ``type="retina"``: RetinaNet, whose ``num_classes`` and ``head``
     (RetinaNetHead arguments) are keys of this section."""
     section = "model.dense_head"
-    kind, rest = _typed(section, cfg, DENSE_HEADS)
+    cls, rest = _typed(section, cfg, DENSE_HEADS)
     (anchor_cfg,), rest = _split(section, rest, "anchor_generator")
     strides, channels = _inputs(section, source, rest)
     anchors = _build(AnchorGenerator, f"{section}.anchor_generator", anchor_cfg, strides=strides)
-    if kind == "rpn":
-        head_cfg = rest.pop("head", {})
-        head = _build(RPNHead, f"{section}.head", head_cfg, in_channels=channels, num_anchors=anchors.num_anchors)
-        return _build(RPN, section, rest, head=head, anchor_generator=anchors)
-    num_classes = _num_classes(section, rest)
-    (head_cfg,), rest = _split(section, {k: v for k, v in rest.items() if k != "num_classes"}, "head")
-    head = _build(
-        RetinaNetHead,
-        f"{section}.head",
-        head_cfg,
-        in_channels=channels,
-        num_anchors=anchors.num_anchors,
-        num_classes=num_classes,
-        num_levels=len(strides),
-    )
-    return _build(RetinaNet, section, rest, head=head, anchor_generator=anchors)
+    head_args = dict(in_channels=channels, num_anchors=anchors.num_anchors)
+    if cls is RPN:
+        head = _build(RPNHead, f"{section}.head", rest.pop("head", {}), **head_args)
+    else:
+        num_classes = _num_classes(section, rest)
+        (head_cfg,), rest = _split(section, {k: v for k, v in rest.items() if k != "num_classes"}, "head")
+        head = _build(
+            RetinaNetHead, f"{section}.head", head_cfg, **head_args, num_classes=num_classes, num_levels=len(strides)
+        )
+    return _build(cls, section, rest, head=head, anchor_generator=anchors)
 
 
 def _top_block(cfg: Mapping[str, Any] | None, backbone: ResNet, out_channels: int) -> nn.Module | None:
@@ -188,21 +195,21 @@ def _top_block(cfg: Mapping[str, Any] | None, backbone: ResNet, out_channels: in
     if cfg is None:
         return None
     section = "model.neck.top_block"
-    kind, rest = _typed(section, cfg, TOP_BLOCKS)
-    if kind == "maxpool":
-        return _build(LastLevelMaxPool, section, rest)
+    cls, rest = _typed(section, cfg, TOP_BLOCKS)
+    if cls is LastLevelMaxPool:
+        return _build(cls, section, rest)
     source = rest.get("in_feature")
     in_channels = backbone.out_channels[source] if source in backbone.out_channels else out_channels
-    return _build(LastLevelP6P7, section, rest, in_channels=in_channels, out_channels=out_channels)
+    return _build(cls, section, rest, in_channels=in_channels, out_channels=out_channels)
 
 
 def _neck(cfg: Mapping[str, Any], backbone: ResNet) -> nn.Module:
-    kind, rest = _typed("model.neck", cfg, tuple(NECKS))
+    cls, rest = _typed("model.neck", cfg, NECKS)
     derived: dict[str, Any] = dict(in_channels=backbone.out_channels, in_strides=backbone.strides)
-    if kind == "FPN":
+    if cls is FPN:
         out_channels = rest.get("out_channels", _default(FPN, "out_channels"))
         derived["top_block"] = _top_block(rest.pop("top_block", None), backbone, out_channels)
-    return _build(NECKS[kind], "model.neck", rest, **derived)
+    return _build(cls, "model.neck", rest, **derived)
 
 
 def num_classes_key(model_cfg: Mapping[str, Any]) -> str:
@@ -217,7 +224,8 @@ def build_model(cfg: Mapping[str, Any]) -> DetectionModel:
     (backbone_cfg, neck_cfg, dense_cfg, roi_cfg), rest = _split(
         "model", cfg, "backbone", "neck", "dense_head", "roi_heads"
     )
-    backbone = _build(ResNet, "model.backbone", backbone_cfg)
+    backbone_cls, backbone_rest = _typed("model.backbone", backbone_cfg, BACKBONES, DEFAULT_BACKBONE)
+    backbone = _build(backbone_cls, "model.backbone", backbone_rest)
     neck = None if neck_cfg is None else _neck(neck_cfg, backbone)
     source = backbone if neck is None else neck
     if dense_cfg is None and roi_cfg is None:

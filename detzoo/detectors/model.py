@@ -86,6 +86,11 @@ class DetectionModel(nn.Module):
         return self.final_head.outputs
 
     @property
+    def is_proposal_generator(self) -> bool:
+        """True for an RPN: its outputs are class-agnostic proposals, not detections."""
+        return "proposals" in self.outputs
+
+    @property
     def nms_thresh(self) -> float:
         """IoU of the final head's class-wise NMS at inference (TTA merges with it)."""
         return self.final_head.nms_thresh

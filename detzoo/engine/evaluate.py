@@ -115,7 +115,7 @@ def evaluate(
     ``tta``: test-time augmentation (``detzoo.engine.tta``) instead of the test transform.
     ``amp``: ``runtime.amp``, inference under autocast in that dtype."""
     preds = predict_dataset(model, dataset, num_workers=num_workers, tta=tta, amp=amp)
-    if "proposals" in model.outputs:
+    if model.is_proposal_generator:
         proposals = {i: (p.boxes.numpy(), p.scores.numpy()) for i, p in preds}
         if out is not None and distributed.is_main():
             save_proposals(out, proposals)

@@ -342,17 +342,16 @@ def _datasets(cfg: Mapping[str, Any], model: DetectionModel) -> tuple[CocoDatase
     """The training set of ``cfg`` for ``model`` and its validation set (None without
     ``data.val``), both checked against the model's classes now, before any training."""
     data, seed = cfg["data"], cfg["runtime"]["seed"]
-    outputs = model.outputs
-    targets = model_targets(outputs)
+    targets = model_targets(model.outputs)
     train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=seed, **targets)
-    if "proposals" not in outputs and len(train_set.class_names) != model.num_classes:
+    if not model.is_proposal_generator and len(train_set.class_names) != model.num_classes:
         key = num_classes_key(cfg["model"])
         raise ConfigError(
             f"{key} is {model.num_classes} but {data['train']['ann_file']} has "
             f"{len(train_set.class_names)} categories; set --set {key}={len(train_set.class_names)}"
         )
     val_set = build_dataset(data, "val", model.pixel_format, train=False, **targets) if "val" in data else None
-    if val_set is not None and "proposals" not in outputs:  # now, not at the first evaluation
+    if val_set is not None and not model.is_proposal_generator:  # now, not at the first evaluation
         compare_classes(train_set.cat_ids, train_set.class_names, train_set.ann_file, val_set)
     return train_set, val_set
 

@@ -154,7 +154,7 @@ def build_tta(data: Mapping[str, Any], model: DetectionModel) -> TestTimeAug:
     """The test-time augmentation of a config's ``data`` section (``data.test_time_aug``:
     ``scales``, ``max_size``, ``flip``, ``vote_thresh``) for ``model``, whose test
     transform it reuses at each scale."""
-    if "proposals" in model.outputs or "keypoints" in model.outputs:
+    if model.is_proposal_generator or "keypoints" in model.outputs:
         raise InputError(
             f"test-time augmentation merges boxes and masks; this model predicts {', '.join(model.outputs)}: "
             "test it without TTA"

@@ -79,7 +79,7 @@ class OnnxGraph(nn.Module):
 
     def __init__(self, model: DetectionModel) -> None:
         super().__init__()
-        if model.needs_proposals or "proposals" in model.outputs:
+        if model.needs_proposals or model.is_proposal_generator:
             kind = "Fast R-CNN (proposals as input)" if model.needs_proposals else "an RPN (proposals as output)"
             raise InputError(f"ONNX export covers detectors (Faster / Mask / Keypoint R-CNN, RetinaNet), not {kind}")
         self.model = model

@@ -8,9 +8,9 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
-from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall, sample_balanced
+from detzoo.layers.boxes import BoxCoder, Matcher, sample_balanced, select_boxes
 from detzoo.heads.mask_keypoint import KeypointBranch, MaskBranch
 from detzoo.layers.conv import conv_stack
 from detzoo.layers.roi_pool import MultiLevelRoIAlign
@@ -246,13 +246,10 @@ class RoIHeads(nn.Module):
         results = []
         counts = [x.shape[0] for x in boxes]  # not len(): a traced size stays in the graph (ONNX export)
         for s, b, size in zip(scores.split(counts), pred.split(counts), image_sizes):
-            b = clip_boxes(b, size).reshape(-1, 4)
             labels = torch.arange(self.num_classes, device=s.device).repeat(s.shape[0])
-            s = s.reshape(-1)
-            keep = torch.nonzero(s > self.score_thresh).flatten()
-            b, s, labels = b[keep], s[keep], labels[keep]
-            keep = nonsmall(b, self.min_size)
-            b, s, labels = b[keep], s[keep], labels[keep]
-            keep = batched_nms(b, s, labels, self.nms_thresh)[: self.detections_per_image]
-            results.append(Instances(boxes=b[keep], labels=labels[keep], scores=s[keep]))
+            b, s, labels = select_boxes(
+                b.reshape(-1, 4), s.reshape(-1), labels, image_size=size, min_size=self.min_size,
+                nms_thresh=self.nms_thresh, max_count=self.detections_per_image, score_thresh=self.score_thresh,
+            )
+            results.append(Instances(boxes=b, labels=labels, scores=s))
         return results

@@ -8,11 +8,11 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, sigmoid_focal_loss
+from torchvision.ops import sigmoid_focal_loss
 
 from detzoo.heads.dense import anchor_targets, decode_level, permute_to_nhwa_k
 from detzoo.layers.anchors import AnchorGenerator
-from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall
+from detzoo.layers.boxes import BoxCoder, Matcher, select_boxes
 from detzoo.layers.conv import conv_stack
 from detzoo.layers.norm import build_norm
 from detzoo.structures import ClassRows, ImageBatch, Instances
@@ -186,11 +186,10 @@ class RetinaNet(nn.Module):
                 decode_level(self.box_coder, d[i], a, lg[i].sigmoid(), self.topk_candidates, self.score_thresh)
                 for a, lg, d in zip(anchors, logits, deltas)
             ]
-            boxes = clip_boxes(torch.cat([p[0] for p in per_level]), size)
-            scores = torch.cat([p[1] for p in per_level])
-            labels = torch.cat([p[2] for p in per_level])
-            keep = nonsmall(boxes, self.min_size)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_image]
-            out.append(Instances(boxes=boxes[keep], labels=labels[keep], scores=scores[keep]))
+            boxes, scores, labels = (torch.cat(field) for field in zip(*per_level))
+            boxes, scores, labels = select_boxes(
+                boxes, scores, labels, image_size=size, min_size=self.min_size, nms_thresh=self.nms_thresh,
+                max_count=self.detections_per_image,
+            )
+            out.append(Instances(boxes=boxes, labels=labels, scores=scores))
         return out

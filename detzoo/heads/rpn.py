@@ -7,11 +7,10 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from detzoo.heads.dense import anchor_targets, decode_level, permute_to_nhwa_k
 from detzoo.layers.anchors import AnchorGenerator
-from detzoo.layers.boxes import BoxCoder, Matcher, clip_boxes, nonsmall, sample_balanced
+from detzoo.layers.boxes import BoxCoder, Matcher, sample_balanced, select_boxes
 from detzoo.structures import ImageBatch, Instances
 
 
@@ -121,11 +120,11 @@ class RPN(nn.Module):
             b = torch.cat([p[0] for p in per_level])
             s = torch.cat([p[1] for p in per_level]).sigmoid()
             lvl = torch.cat([torch.full_like(p[2], level) for level, p in enumerate(per_level)])
-            b = clip_boxes(b, size)
-            keep = nonsmall(b, self.min_size)
-            b, s, lvl = b[keep], s[keep], lvl[keep]
-            keep = batched_nms(b, s, lvl, self.nms_thresh)[: self.post_nms_topk[self.training]]
-            out.append(Instances(boxes=b[keep], labels=torch.zeros_like(keep), scores=s[keep]))
+            b, s, lvl = select_boxes(
+                b, s, lvl, image_size=size, min_size=self.min_size, nms_thresh=self.nms_thresh,
+                max_count=self.post_nms_topk[self.training],
+            )
+            out.append(Instances(boxes=b, labels=torch.zeros_like(lvl), scores=s))
         return out
 
     def losses(

@@ -1,4 +1,5 @@
-"""Box encoding, matching and sampling shared by the RPN and the RoI heads."""
+"""Box encoding, matching, sampling and per-image selection (clip, filter, NMS, top N)
+shared by the RPN, RetinaNet and the RoI heads."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+from torchvision.ops import batched_nms
 
 
 class BoxCoder:
@@ -73,6 +75,32 @@ def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
 def nonsmall(boxes: Tensor, min_size: float) -> Tensor:
     """Boolean mask of boxes whose width and height are both >= ``min_size``."""
     return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+
+
+def select_boxes(
+    boxes: Tensor,
+    scores: Tensor,
+    groups: Tensor,
+    *,
+    image_size: tuple[int, int],
+    min_size: float,
+    nms_thresh: float,
+    max_count: int,
+    score_thresh: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One image's post-processing, the same for proposals and detections: ``boxes`` (n, 4)
+    clipped to ``image_size`` (h, w); those scoring at most ``score_thresh`` (when given)
+    and those smaller than ``min_size`` dropped; NMS at ``nms_thresh`` within each of
+    ``groups`` (n,) (the RPN's levels, the classes of a detector); the ``max_count`` best.
+    Returns the kept boxes, scores and groups, best first."""
+    boxes = clip_boxes(boxes, image_size)
+    if score_thresh is not None:
+        keep = torch.nonzero(scores > score_thresh).flatten()
+        boxes, scores, groups = boxes[keep], scores[keep], groups[keep]
+    keep = nonsmall(boxes, min_size)
+    boxes, scores, groups = boxes[keep], scores[keep], groups[keep]
+    keep = batched_nms(boxes, scores, groups, nms_thresh)[:max_count]
+    return boxes[keep], scores[keep], groups[keep]
 
 
 class Matcher:
