@@ -8,9 +8,14 @@ convert``, as the parity tests build them: torchvision's by tests/test_parity_to
 scale as in a trained model), mmdetection's by tests/test_parity_mmdet.py (calibrated on a
 synthetic picture; mmcv's compiled ops replaced by torchvision.ops: tests/mmdet_reference.py).
 
-- **Conv peak**: the best GFLOP/s of a 3x3 256->256 convolution on a 200x336 map, batch 1,
-  NCHW and channels-last, under inference mode; measured at the start and again at the end,
-  the higher of the two is the peak. On CUDA everything runs in full fp32 unless ``--tf32``.
+- **Conv peaks**: fp32 and bf16, as ``detzoo benchmark`` measures them
+  (``detzoo.tools.benchmark.conv_peak``: the best of ``--peak-repeats`` calls of a 3x3
+  256->256 convolution on a 1x256x100x168 channels-last map in that dtype); measured at the
+  start and again at the end, the higher of the two is the peak. On CUDA everything runs in
+  full fp32 unless ``--tf32``.
+- **Precisions** (``--precisions``): fp32, and bf16 with both toolboxes under
+  ``torch.autocast`` (detzoo through ``runtime.amp="bf16"``, the reference by wrapping its
+  call), one table row per model and precision; % of each peak for each.
 - **Inference**, batch 1: each timed call goes from the decoded image (HxWx3 uint8, in
   memory: reading the file is not timed) to detections in its pixels. detzoo:
   ``Detector.predict(array)``, its public path (to float, resize, normalise, network,
@@ -21,7 +26,9 @@ synthetic picture; mmcv's compiled ops replaced by torchvision.ops: tests/mmdet_
   toolbox then the other, which one goes first alternating. Reported: the median s/img; the
   GFLOPs of one detzoo forward at each image's input size
   (``detzoo.tools.benchmark.count_complexity``, 1 multiply-add = 2 FLOPs), mean over the
-  images, and % of the conv peak = GFLOPs / (s/img) / peak for each toolbox. Agreement: per
+  images, and % of the fp32 and of the bf16 conv peak = GFLOPs / (s/img) / peak for each
+  toolbox. On CUDA, the host synchronisations of one call of each toolbox
+  (``torch.cuda.set_sync_debug_mode``: each one warns). Agreement: per
   image the same number of detections and the same labels (as multisets), and for each
   reference detection the box (px) and score difference to detzoo's nearest of its label;
   flagged beyond 1e-2 px / 1e-3.
@@ -54,6 +61,7 @@ import shlex
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -63,8 +71,6 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import torch
-from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms.functional import to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +81,9 @@ from detzoo.cli import main as cli  # noqa: E402
 from detzoo.data.coco import CocoDataset, read_rgb, rgb_tensor  # noqa: E402
 from detzoo.engine.checkpoint import load_checkpoint  # noqa: E402
 from detzoo.errors import UserError  # noqa: E402
-from detzoo.tools.benchmark import count_complexity, environment, synchronize  # noqa: E402
+from detzoo.api import Detector  # noqa: E402
+from detzoo.engine.inference import AMP_DTYPES  # noqa: E402
+from detzoo.tools.benchmark import conv_peak, count_complexity, environment, synchronize  # noqa: E402
 from test_parity_torchvision import FAMILIES, IMAGES, torchvision_model  # noqa: E402
 from mmdet_reference import import_mmdet  # noqa: E402
 from common import nearest_twins, peak_rss_gb  # noqa: E402
@@ -91,6 +99,7 @@ MODELS: dict[str, tuple[str, str]] = {
 }
 TRAINABLE = ("faster", "mask", "retinanet")  # torchvision's, with box / mask annotations
 TOLERANCE = {"box_px": 1e-2, "score": 1e-3}
+PEAK_DTYPES = ("fp32", "bf16")
 
 
 @dataclass
@@ -108,30 +117,6 @@ def decode(path: str | Path) -> np.ndarray:
     """The HxWx3 uint8 RGB pixels of an image file, as detzoo reads them; writable (torch
     warns on tensors that share read-only memory)."""
     return read_rgb(path).copy()
-
-
-def conv_peak(device: torch.device, repeats: int) -> dict[str, Any]:
-    """GFLOP/s of a 3x3 256->256 convolution (padding 1) on a 1x256x200x336 input, the best
-    of ``repeats`` timed calls after one untimed, in NCHW and channels-last."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 256, 200, 336, generator=generator).to(device)
-    w = (torch.randn(256, 256, 3, 3, generator=generator) / 48).to(device)  # 48 = sqrt(fan-in)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        F.conv2d(x, w, padding=1)
-    gflop = counter.get_total_flops() / 1e9
-    rates = {}
-    for layout, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
-        xl, wl = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
-        times = []
-        with torch.inference_mode():
-            for _ in range(repeats + 1):
-                synchronize(device)
-                start = time.perf_counter()
-                F.conv2d(xl, wl, padding=1)
-                synchronize(device)
-                times.append(time.perf_counter() - start)
-        rates[layout] = gflop / min(times[1:])
-    return {"gflop": gflop, "gflops_per_s": max(rates.values()), "by_layout": rates}
 
 
 def torchvision_side(family: str, images: list[np.ndarray], tmp: Path, device: torch.device):
@@ -210,30 +195,68 @@ def agreement(ours: list[dict], theirs: list[dict]) -> dict[str, Any]:
             "unmatched": int((~matched).sum()), "max_box_px": box, "max_score": score, "agree": agree}
 
 
+def with_amp(detector: Detector, amp: str | None) -> Detector:
+    """``detector`` (the same network) predicting with ``runtime.amp=amp``."""
+    config = {**detector.config, "runtime": {**detector.config["runtime"], "amp": amp}}
+    return Detector(model=detector.model, class_names=detector.class_names, cat_ids=detector.cat_ids,
+                    transform=detector.transform, config=config)
+
+
+def under_autocast(side: Side, device: torch.device, dtype: torch.dtype) -> Side:
+    """``side`` with each call under ``torch.autocast`` in ``dtype``."""
+    def call(x):
+        with torch.autocast(device.type, dtype=dtype):
+            return side.call(x)
+    return Side(name=side.name, inputs=side.inputs, call=call, numpy=side.numpy)
+
+
+def count_syncs(side: Side, device: torch.device) -> int | None:
+    """The host synchronisations of one call of ``side`` on CUDA (each one warns under
+    ``torch.cuda.set_sync_debug_mode("warn")``); None elsewhere."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            side.call(side.inputs[0])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def measure_inference(name: str, args, tmp: Path, images: list[np.ndarray],
-                      device: torch.device) -> tuple[dict, dict]:
-    """The inference row of ``name`` (without % of peak) and the weight files for its training."""
+                      device: torch.device) -> tuple[list[dict], dict]:
+    """The inference rows of ``name``, one per precision (without % of peak), and the
+    weight files for its training."""
     toolbox, config = MODELS[name]
     build = torchvision_side if toolbox == "torchvision" else mmdet_side
     reference, detector, weights = build(name, images, tmp, device)
-    ours = Side(name="detzoo", inputs=images, call=lambda rgb: detector.predict(rgb)[0],
-                numpy=lambda out: {k: out[k] for k in ("boxes", "scores", "labels")})
-    times, outputs = alternate([reference, ours], warmup=args.warmup, runs=args.runs, device=device)
     shapes = [tuple(detector.transform(rgb_tensor(rgb))[0].shape[-2:]) for rgb in images]
     gflops = {shape: count_complexity(detector.model, shape).gflops for shape in set(shapes)}
-    mean_gflops = float(np.mean([gflops[s] for s in shapes]))
-    seconds = {side: float(np.median(t)) for side, t in times.items()}  # per toolbox
-    row = {
-        "model": name,
-        "config": config,
-        "reference": toolbox,
-        "input_sizes": ["x".join(map(str, s)) for s in shapes],
-        "s_per_image": {"reference": seconds[toolbox], "detzoo": seconds["detzoo"]},
-        "ratio_detzoo_over_reference": seconds["detzoo"] / seconds[toolbox],
-        "gflops_per_image": mean_gflops,
-        "agreement": agreement(outputs["detzoo"], outputs[toolbox]),
-    }
-    return row, weights
+    rows = []
+    for precision in args.precisions:
+        amp = None if precision == "fp32" else precision
+        ours = with_amp(detector, amp)
+        sides = [reference if amp is None else under_autocast(reference, device, AMP_DTYPES[amp]),
+                 Side(name="detzoo", inputs=images, call=lambda rgb, ours=ours: ours.predict(rgb)[0],
+                      numpy=lambda out: {k: out[k] for k in ("boxes", "scores", "labels")})]
+        times, outputs = alternate(sides, warmup=args.warmup, runs=args.runs, device=device)
+        seconds = {side: float(np.median(t)) for side, t in times.items()}  # per toolbox
+        rows.append({
+            "model": name,
+            "config": config,
+            "reference": toolbox,
+            "precision": precision,
+            "input_sizes": ["x".join(map(str, s)) for s in shapes],
+            "s_per_image": {"reference": seconds[toolbox], "detzoo": seconds["detzoo"]},
+            "ratio_detzoo_over_reference": seconds["detzoo"] / seconds[toolbox],
+            "gflops_per_image": float(np.mean([gflops[s] for s in shapes])),
+            "agreement": agreement(outputs["detzoo"], outputs[toolbox]),
+            "host_syncs": {"reference": count_syncs(sides[0], device), "detzoo": count_syncs(sides[1], device)},
+        })
+    return rows, weights
 
 
 def set_precision(threads: int, tf32: bool) -> None:
@@ -333,7 +356,8 @@ def table(rows: list[dict], memory: str) -> str:
     """The markdown table of the rows; ``memory``: the training memory shown, "peak_rss_gb" or
     "cuda_max_allocated_gb"."""
     what = {"peak_rss_gb": "peak RSS", "cuda_max_allocated_gb": "CUDA max allocated"}[memory]
-    head = ("| model | reference | s/img ref | s/img detzoo | ratio | GFLOPs/img | % peak detzoo | % peak ref | "
+    head = ("| model | precision | reference | s/img ref | s/img detzoo | ratio | GFLOPs/img | "
+            "% fp32 / bf16 peak detzoo | % fp32 / bf16 peak ref | "
             "agreement (dets; max box px / score) | train s/iter ref / detzoo / ratio | "
             f"train {what} GiB ref / detzoo / ratio |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -348,10 +372,19 @@ def table(rows: list[dict], memory: str) -> str:
                       [f"{t['median']['torchvision'][k]:.2f} / {t['median']['detzoo'][k]:.2f} / {t['ratio'][k]:.2f}"
                        for k in ("s_iter", memory)])
         s, p = r["s_per_image"], r["percent_of_peak"]
-        lines.append(f"| {r['config']} | {r['reference']} | {s['reference']:.3f} | {s['detzoo']:.3f} | "
-                     f"{r['ratio_detzoo_over_reference']:.2f} | {r['gflops_per_image']:.1f} | {p['detzoo']:.0f} | "
-                     f"{p['reference']:.0f} | {agree} | {train} | {mem} |")
+        share = {side: " / ".join("-" if p[dtype][side] is None else f"{p[dtype][side]:.0f}" for dtype in PEAK_DTYPES)
+                 for side in ("detzoo", "reference")}
+        lines.append(f"| {r['config']} | {r['precision']} | {r['reference']} | {s['reference']:.3f} | "
+                     f"{s['detzoo']:.3f} | {r['ratio_detzoo_over_reference']:.2f} | {r['gflops_per_image']:.1f} | "
+                     f"{share['detzoo']} | {share['reference']} | {agree} | {train} | {mem} |")
     return "\n".join(lines)
+
+
+def peak_text(peak) -> str:
+    """``conv_peak``'s GFLOP/s per dtype, and its notes (an emulated or skipped dtype)."""
+    return ", ".join(f"{dtype} " + ("-" if rate is None else f"{rate:.1f} GFLOP/s")
+                     + (f" ({peak.notes[dtype]})" if dtype in peak.notes else "")
+                     for dtype, rate in peak.gflops_s.items())
 
 
 def parse_args() -> argparse.Namespace:
@@ -375,7 +408,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3,
                         help="timed inference rounds, each over all images (default: %(default)s)")
     parser.add_argument("--peak-repeats", type=int, default=5,
-                        help="timed convolutions per layout for the conv peak (default: %(default)s)")
+                        help="timed convolutions per dtype for the conv peaks (default: %(default)s)")
+    parser.add_argument("--precisions", nargs="+", choices=PEAK_DTYPES, default=["fp32"],
+                        help="inference precisions, each a row per model: fp32, bf16 (autocast) (default: fp32)")
     parser.add_argument("--train-models", nargs="*", choices=TRAINABLE,
                         help="models (among --models) whose training is timed (default: faster and mask where "
                         "compared; the flag alone: no training)")
@@ -442,36 +477,39 @@ def main() -> None:
         sys.exit(2)
     print(f"{machine['processor']}, {args.threads} threads, device {machine['device']}; torch {machine['torch']}, "
           f"torchvision {machine['torchvision']}; load average {machine['loadavg_start']}", flush=True)
-    peak_start = conv_peak(device, args.peak_repeats)
-    print(f"conv peak (3x3 256->256, 200x336): {peak_start['gflops_per_s']:.1f} GFLOP/s "
-          f"({', '.join(f'{k} {v:.1f}' for k, v in peak_start['by_layout'].items())})", flush=True)
+    peak_start = conv_peak(device, PEAK_DTYPES, calls=args.peak_repeats)
+    print(f"conv peaks: {peak_text(peak_start)}", flush=True)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="compare-toolboxes-") as tmp:
         tmp = Path(tmp)
         for name in args.models:
             print(f"{name}: {MODELS[name][1]} against {MODELS[name][0]}", flush=True)
-            row, weights = measure_inference(name, args, tmp, images, device)
-            print(f"  inference: {row['s_per_image']['reference']:.3f} s/img reference, "
-                  f"{row['s_per_image']['detzoo']:.3f} detzoo, agreement {row['agreement']}", flush=True)
-            if not row["agreement"]["agree"]:
-                print(f"  FLAG: {name}: detzoo's detections differ from the reference's beyond "
-                      f"{TOLERANCE['box_px']} px / {TOLERANCE['score']} (or there are none)", flush=True)
+            model_rows, weights = measure_inference(name, args, tmp, images, device)
+            for row in model_rows:
+                print(f"  inference {row['precision']}: {row['s_per_image']['reference']:.3f} s/img reference, "
+                      f"{row['s_per_image']['detzoo']:.3f} detzoo, agreement {row['agreement']}", flush=True)
+                if not row["agreement"]["agree"]:
+                    print(f"  FLAG: {name} {row['precision']}: detzoo's detections differ from the reference's "
+                          f"beyond {TOLERANCE['box_px']} px / {TOLERANCE['score']} (or there are none)", flush=True)
             if name in args.train_models:
-                row["train"] = measure_training(name, weights, args)
-            rows.append(row)
+                model_rows[0]["train"] = measure_training(name, weights, args)
+            rows.extend(model_rows)
         synthetic = measure_synthetic(args, tmp) if args.synthetic_iters else None
-    peak_end = conv_peak(device, args.peak_repeats)
+    peak_end = conv_peak(device, PEAK_DTYPES, calls=args.peak_repeats)
     machine["loadavg_end"] = os.getloadavg()
     if "mmdet" in {MODELS[m][0] for m in args.models}:
         machine["mmdet"] = __import__("mmdet").__version__
-    peak = max(peak_start["gflops_per_s"], peak_end["gflops_per_s"])
+    peak = {dtype: max((p.gflops_s[dtype] for p in (peak_start, peak_end) if p.gflops_s[dtype]), default=None)
+            for dtype in PEAK_DTYPES}
     for row in rows:
-        row["percent_of_peak"] = {side: 100 * row["gflops_per_image"] / seconds / peak
-                                  for side, seconds in row["s_per_image"].items()}
+        row["percent_of_peak"] = {
+            dtype: {side: None if peak[dtype] is None else 100 * row["gflops_per_image"] / seconds / peak[dtype]
+                    for side, seconds in row["s_per_image"].items()}
+            for dtype in PEAK_DTYPES}
 
-    print(f"\nconv peak {peak_start['gflops_per_s']:.1f} GFLOP/s at the start, {peak_end['gflops_per_s']:.1f} at the "
-          f"end (% of peak: of the higher); load average {machine['loadavg_start']} -> {machine['loadavg_end']}")
+    print(f"\nconv peaks at the start: {peak_text(peak_start)}; at the end: {peak_text(peak_end)} (% of peak: of the "
+          f"higher); load average {machine['loadavg_start']} -> {machine['loadavg_end']}")
     print(table(rows, "cuda_max_allocated_gb" if device.type == "cuda" else "peak_rss_gb"))
     if synthetic is not None:
         print(f"\nsynthetic small-image training (R-18-FPN Faster R-CNN, 128 px, batch {synthetic['batch']}, CPU, "
@@ -484,7 +522,7 @@ def main() -> None:
             "machine": machine,
             "images": [str(p) for p in args.images],
             "settings": {k: v for k, v in vars(args).items() if k not in ("images", "json")},
-            "conv_peak": {"start": peak_start, "end": peak_end},
+            "conv_peak": {"start": peak_start.record(), "end": peak_end.record()},
             "models": rows,
             "synthetic": synthetic,
         }
