@@ -41,11 +41,10 @@ import pycocotools.mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # detzoo and devtools of this checkout
 
-sys.path.insert(0, str(ROOT / "tests"))
 from detzoo.evaluation.coco import run_cocoeval  # noqa: E402
-from test_fast_coco import make_coco as fresh_coco  # noqa: E402
+from devtools.coco_reference import make_coco as fresh_coco  # noqa: E402
 
 COCO128 = Path("/work/shared/data/coco128/annotations")
 

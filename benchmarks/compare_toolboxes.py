@@ -3,10 +3,10 @@ and weights: the seed's "Comparison with Detectron" (003), for torchvision's Fas
 Keypoint R-CNN and RetinaNet R-50-FPN and mmdetection 3.3's NAS-FPN and FPG models.
 
 Per model, one seeded model of the reference toolbox, converted into detzoo by ``detzoo
-convert``, as the parity tests build them: torchvision's by tests/test_parity_torchvision.py
+convert``, as the parity tests build them (devtools/reference_models.py): torchvision's
 (frozen-BN statistics calibrated on the first test image, so that activations keep their
-scale as in a trained model), mmdetection's by tests/test_parity_mmdet.py (calibrated on a
-synthetic picture; mmcv's compiled ops replaced by torchvision.ops: tests/mmdet_reference.py).
+scale as in a trained model), mmdetection's (calibrated on a synthetic picture; mmcv's
+compiled ops replaced by torchvision.ops).
 
 - **Conv peaks**: fp32 and bf16, as ``detzoo benchmark`` measures them
   (``detzoo.tools.benchmark.conv_peak``: the best of ``--peak-repeats`` calls of a 3x3
@@ -74,7 +74,7 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # devtools
 
 import detzoo  # noqa: E402
 from detzoo.cli import main as cli  # noqa: E402
@@ -84,14 +84,13 @@ from detzoo.errors import UserError  # noqa: E402
 from detzoo.api import Detector  # noqa: E402
 from detzoo.engine.inference import AMP_DTYPES  # noqa: E402
 from detzoo.tools.benchmark import conv_peak, count_complexity, environment, synchronize  # noqa: E402
-from test_parity_torchvision import FAMILIES, IMAGES, torchvision_model  # noqa: E402
-from mmdet_reference import import_mmdet  # noqa: E402
+from devtools.reference_models import IMAGES, TORCHVISION_FAMILIES, import_mmdet, torchvision_model  # noqa: E402
 from common import nearest_twins, peak_rss_gb  # noqa: E402
 from train_synthetic import synthetic_config, train_detzoo, train_torchvision  # noqa: E402
 
 # model -> (reference toolbox, detzoo config)
 MODELS: dict[str, tuple[str, str]] = {
-    **{family: ("torchvision", config) for family, (_, _, config, _) in FAMILIES.items()},
+    **{family: ("torchvision", config) for family, (_, _, config, _) in TORCHVISION_FAMILIES.items()},
     "nasfpn": ("mmdet", "retinanet_r50_nasfpn_crop640_50e_coco"),
     "fpg_faster": ("mmdet", "faster_rcnn_r50_fpg_crop640_50e_coco"),
     "fpg_mask": ("mmdet", "mask_rcnn_r50_fpg-chn128_crop640_50e_coco"),
@@ -390,7 +389,7 @@ def peak_text(peak) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
-                        help="models to compare (default: all); torchvision's: " + ", ".join(FAMILIES)
+                        help="models to compare (default: all); torchvision's: " + ", ".join(TORCHVISION_FAMILIES)
                         + "; mmdetection's: the others")
     parser.add_argument("--images", nargs="+", type=Path, default=IMAGES,
                         help="images to time inference on (default: the 3 in tests/data/coco/images; more e.g. "
@@ -449,7 +448,7 @@ def parse_args() -> argparse.Namespace:
         parser.error("--device cuda: no CUDA device is available")
     if any(MODELS[m][0] == "mmdet" for m in args.models) and importlib.util.find_spec("mmdet") is None:
         parser.error("the mmdetection models need mmdetection 3.3 (pip install -e '.[test]'); or pick --models "
-                     + " ".join(FAMILIES))
+                     + " ".join(TORCHVISION_FAMILIES))
     if args.train_models is None:
         args.train_models = [m for m in ("faster", "mask") if m in args.models]
     if not_compared := [m for m in args.train_models if m not in args.models]:

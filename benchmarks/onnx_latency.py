@@ -1,7 +1,7 @@
 """onnxruntime's CPU latency next to PyTorch's, for the same detector on the same images
 and threads: Faster R-CNN R-50-FPN (``faster_rcnn_r50_fpn_1x_coco``, 800-pixel shorter side,
 at most 1333) with torchvision's layout of random weights converted by ``detzoo convert
---from torchvision`` (as tests/test_parity_torchvision.py builds them, frozen-BN statistics
+--from torchvision`` (as devtools/reference_models.py builds them, frozen-BN statistics
 calibrated on the first image, as in a trained model: with random statistics activations
 grow layer after layer, and so do the rounding differences between the two backends'
 kernels), exported by ``detzoo export onnx`` (traced
@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # devtools
 
 import detzoo  # noqa: E402
 from detzoo.cli import main as cli  # noqa: E402
 from detzoo.data.coco import read_image  # noqa: E402
 from detzoo.export.onnx import load_onnx_detector  # noqa: E402
-from test_parity_torchvision import IMAGES, torchvision_model  # noqa: E402
+from devtools.reference_models import IMAGES, torchvision_model  # noqa: E402
 from common import nearest_twins  # noqa: E402
 
 CONFIG = "faster_rcnn_r50_fpn_1x_coco"
@@ -107,7 +107,7 @@ def main() -> None:
     record = {
         "command": shlex.join([".venv/bin/python", "benchmarks/onnx_latency.py", *sys.argv[1:]]),
         "config": CONFIG,
-        "weights": "torchvision layout, seeded random (tests/test_parity_torchvision.py), detzoo convert "
+        "weights": "torchvision layout, seeded random (devtools/reference_models.py), detzoo convert "
                    "--from torchvision, frozen-BN statistics calibrated on the first image",
         "images": [f"{Path(p).name} {s[0]}x{s[1]} -> {x.shape[-2]}x{x.shape[-1]}"
                    for p, s, x in zip(IMAGES, sizes, inputs)],

@@ -15,41 +15,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools
 
 import detzoo  # noqa: E402
 from detzoo.cli import main as cli  # noqa: E402
-from mmdet_reference import (  # noqa: E402
-    build_mmdet_model,
-    condition_weights,
+from devtools.reference_models import (  # noqa: E402
+    MMDET_IMAGES,
+    MMDET_ROWS,
+    coco_classes,
+    conditioned_mmdet_model,
     mmdet_features,
     mmdet_predict,
     save_mmdet_checkpoint,
 )
 from common import nearest_twins  # noqa: E402
-from test_parity_mmdet import IMAGES, ROWS, _coco_classes, calibration_image  # noqa: E402
 
 
 def converted_pair(config: str, tmp: Path) -> tuple[torch.nn.Module, detzoo.api.Detector]:
     """mmdetection's model of the row ``config`` (seeded, conditioned weights, as the test
     builds it) and detzoo's after ``detzoo convert --from mmdet`` of its checkpoint (files in ``tmp``)."""
-    torch.manual_seed(0)
-    reference = build_mmdet_model(ROWS[config])
-    condition_weights(reference, calibration_image(tmp))
+    reference = conditioned_mmdet_model(MMDET_ROWS[config], tmp)
     src, dst = tmp / f"{config}_mmdet.pth", tmp / f"{config}.pth"
-    save_mmdet_checkpoint(reference, src, _coco_classes())
+    save_mmdet_checkpoint(reference, src, coco_classes())
     assert cli(["convert", "--from", "mmdet", str(src), "--config", config, "--out", str(dst)]) == 0
     return reference, detzoo.load_model(config, checkpoint=dst)
 
 
 def measure(config: str, tmp: Path) -> dict:
     reference, detector = converted_pair(config, tmp)
-    inputs, theirs = mmdet_features(reference, IMAGES[0])
+    inputs, theirs = mmdet_features(reference, MMDET_IMAGES[0])
     with torch.no_grad():
         ours = detector.model.neck(detector.model.backbone(inputs))
     row = {"features": max(float((a - b).abs().max()) for a, b in zip(ours.values(), theirs)),
            "detections": [], "box": 0.0, "score": 0.0, "labels_equal": True}
-    for o, t in zip(detector.predict(IMAGES), mmdet_predict(reference, IMAGES)):
+    for o, t in zip(detector.predict(MMDET_IMAGES), mmdet_predict(reference, MMDET_IMAGES)):
         t = {"boxes": t["bboxes"], **t}
         row["detections"].append((len(o["boxes"]), len(t["boxes"])))
         # detections whose scores tie to rounding may come in either order: each of mmdet's
@@ -66,7 +65,7 @@ def main() -> None:
           "max score diff | max feature diff |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for config in ROWS:
+        for config in MMDET_ROWS:
             r = measure(config, Path(tmp))
             dets = ", ".join(f"{a}/{b}" for a, b in r["detections"])
             print(f"| {config} | {dets} | {r['labels_equal']} | {r['box']:.2g} | {r['score']:.2g} | "

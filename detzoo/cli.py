@@ -7,7 +7,9 @@ import json
 import logging
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -17,8 +19,73 @@ from detzoo.errors import InputError, MissingFileError, UserError
 from detzoo.zoo.converters import CONVERTERS
 
 
+@dataclass(frozen=True)
+class Command:
+    """A command: its arguments, added to its subparser by ``add_arguments``, and ``run`` with them."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> None:
+        parser = subparsers.add_parser(self.name, help=self.help)
+        self.add_arguments(parser)
+        parser.set_defaults(fn=self.run)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A command of commands (``detzoo zoo list``): the name of the one given is ``args.<name>_command``."""
+
+    name: str
+    help: str
+    commands: tuple[Command, ...]
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> None:
+        parser = subparsers.add_parser(self.name, help=self.help)
+        sub = parser.add_subparsers(dest=f"{self.name}_command", required=True)
+        for command in self.commands:
+            command.add_to(sub)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="config file or name, e.g. faster_rcnn_r50_fpn_1x_coco")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+
+
 def _config(args: argparse.Namespace) -> dict:
     return apply_overrides(load_config(args.config), args.set)
+
+
+def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint file, or a zoo model name for its published weights")
+
+
+def add_amp_argument(p: argparse.ArgumentParser) -> None:
+    """``--amp``, which ``main`` turns into ``--set runtime.amp=...``."""
+    p.add_argument("--amp", choices=["bf16", "fp16"],
+                   help="inference under autocast in this dtype: --set runtime.amp=... (fp16: CUDA only)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The trained model that test and infer run: config, checkpoint, device and autocast."""
+    add_config_arguments(p)
+    add_checkpoint_argument(p)
+    p.add_argument("--device", default="cpu")
+    add_amp_argument(p)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--work-dir", help="default: work_dirs/<config name>")
+    p.add_argument("--resume", action="store_true", help="continue from <work-dir>/checkpoint.pth")
+    p.add_argument("--load-from", metavar="CKPT",
+                   help="start from this trained detector (fine-tuning; runtime.load_from): a checkpoint file of "
+                        "detzoo, torchvision, mmdetection, detectron2 or Detectron, or a zoo model name; "
+                        "iteration 0, fresh optimizer, class rows matched by name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a work dir that holds an earlier run's checkpoint, removing that run's files")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -44,6 +111,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise NonFiniteLossError(f"{e}: {again(e.resumable, sets)}", lr=e.lr, resumable=e.resumable) from e
     except TrainingInterrupted as e:
         raise TrainingInterrupted(f"{e}: {again(e.resumable, args.set)}", resumable=e.resumable) from None
+
+
+def add_test_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--out", help="write the COCO results json here (an RPN: the proposals .npz)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation as data.test_time_aug says (boxes and masks)")
 
 
 def cmd_test(args: argparse.Namespace) -> None:
@@ -97,6 +171,15 @@ def _image_files(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
+def add_infer_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("images", nargs="+", help="image files, or folders of them")
+    p.add_argument("--out", required=True, help="folder for drawn PNGs and predictions.json")
+    p.add_argument("--score-thresh", type=float, default=0.5)
+    p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],
+                   help="onnxruntime: CHECKPOINT is a file of `detzoo export onnx`, run on the CPU")
+
+
 def cmd_infer(args: argparse.Namespace) -> None:
     from PIL import Image
 
@@ -130,6 +213,13 @@ def cmd_infer(args: argparse.Namespace) -> None:
     print(f"wrote {len(records)} drawn images and predictions.json to {args.out}")
 
 
+def add_convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="source", choices=list(CONVERTERS), required=True)
+    p.add_argument("src")
+    p.add_argument("--config", required=True, help="the detzoo config the result must load into")
+    p.add_argument("--out", required=True)
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     from detzoo.api import build_detector
     from detzoo.config import load_config
@@ -149,6 +239,15 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def add_export_onnx_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    add_checkpoint_argument(p)
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
+                   help="image size to trace with (default: data.test_scale x data.max_size); any size runs")
+    p.add_argument("--opset", type=int, help="ONNX opset, 16-20 (default: 17)")
+
+
 def cmd_export_onnx(args: argparse.Namespace) -> None:
     from detzoo.files import refuse_overwriting
     from detzoo.export.onnx import export_onnx
@@ -156,6 +255,12 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     refuse_overwriting([args.out], [args.config, args.checkpoint])
     out = export_onnx(args.config, args.checkpoint, args.out, overrides=args.set, shape=args.shape, opset=args.opset)
     print(f"wrote {out}")
+
+
+def add_publish_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint")
+    p.add_argument("--name", help="default: the checkpoint's folder name (detzoo train's work dir: the config name)")
+    p.add_argument("--out", help="folder to write to (default: the checkpoint's folder)")
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
@@ -166,10 +271,29 @@ def cmd_publish(args: argparse.Namespace) -> None:
     print(f"{sha256_file(published)}  {published}")  # as sha256sum prints it
 
 
+def add_verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file")
+    p.add_argument("--sha256", help="check against this hash (or prefix of 8+ hex digits) instead")
+
+
 def cmd_verify(args: argparse.Namespace) -> None:
     from detzoo.engine.checkpoint import verify_file
 
     print(f"{args.file}: OK (sha256 {verify_file(args.file, sha256=args.sha256)})")
+
+
+def add_synth_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True)
+    p.add_argument("--num-images", type=int, default=100)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--max-objects", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--categories",
+        default="circle,square,triangle",
+        help="comma-separated, from circle, square, triangle, pentagon, hexagon and person (a stick figure with 17 "
+             "keypoints)",
+    )
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -184,6 +308,34 @@ def cmd_synth(args: argparse.Namespace) -> None:
         categories=args.categories.split(","),
     )
     print(f"wrote {args.num_images} images to {out}")
+
+
+def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("checkpoint", nargs="?",
+                   help="checkpoint file or zoo model name, for inference and FLOPs (default: random init)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
+    p.add_argument("--images", nargs="+", default=[], help="time inference on these images instead of data.val")
+    p.add_argument("--num-images", type=int, help="images timed after the warm-up (default: each input once)")
+    p.add_argument("--warmup", type=int, default=5, help="inference warm-up images, not timed")
+    p.add_argument("--train-iters", type=int, default=20, help="training iterations timed after the warm-up")
+    p.add_argument("--train-warmup", type=int, default=5, help="training warm-up iterations, not timed")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size for FLOPs (default: data.test_scale x data.max_size)")
+    p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--skip-flops", action="store_true")
+    p.add_argument("--skip-loader", action="store_true", help="skip timing the data loaders alone")
+    p.add_argument("--skip-peak", action="store_true", help="skip measuring the machine's conv peaks")
+    p.add_argument("--peak-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
+                   help="the conv peak's map: a 3x3 C -> C convolution on N x C x H x W (default: 1 256 100 168)")
+    p.add_argument("--stage-runs", type=int, default=5,
+                   help="runs of the stage split (an image of the FLOPs' shape) after the warm-up")
+    p.add_argument("--profile", action="store_true",
+                   help="split the timed training iterations into data, backbone, neck, dense head, RoI heads, "
+                        "backward and optimizer step")
+    add_amp_argument(p)
+    p.add_argument("--json", help="write the figures here as JSON (what the zoo metafiles record)")
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
@@ -220,11 +372,19 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def add_zoo_list_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", help="only this collection, e.g. 'Faster R-CNN', fpg, gn+ws")
+
+
 def cmd_zoo_list(args: argparse.Namespace) -> None:
     from detzoo.zoo.metafile import load_zoo
     from detzoo.zoo.tables import list_lines, select
 
     print(list_lines(select(load_zoo(), args.family)))
+
+
+def add_zoo_show_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
 
 
 def cmd_zoo_show(args: argparse.Namespace) -> None:
@@ -235,6 +395,10 @@ def cmd_zoo_show(args: argparse.Namespace) -> None:
     print(describe(zoo, zoo.find(args.name)))
 
 
+def add_zoo_table_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="docs/model_zoo.md")
+
+
 def cmd_zoo_table(args: argparse.Namespace) -> None:
     from detzoo.zoo.metafile import load_zoo
     from detzoo.zoo.tables import write_markdown
@@ -243,12 +407,25 @@ def cmd_zoo_table(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def add_zoo_record_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("record", metavar="RUN.json")
+    p.add_argument("--name", help="the zoo model (default: the stem of the record's 'config')")
+
+
 def cmd_zoo_record(args: argparse.Namespace) -> None:
     from detzoo.zoo.metafile import read_run, record_run
 
     model = record_run(read_run(args.record), name=args.name)
     run = model.measured[-1]
     print(f"recorded the {run.date} run on {run.device_label} for {model.name} in {model.metafile}")
+
+
+def add_plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("logs", nargs="+", metavar="LOG.jsonl", help="several logs are overlaid")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--keys", nargs="+", metavar="KEY[,KEY...]",
+                   help="one panel each: log fields (loss, loss_cls, lr) or TYPE.METRIC (bbox.AP); "
+                        "default: loss with its terms, lr, and AP/AP50 (AR) of each evaluation type")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -260,11 +437,25 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({'; '.join(panels)})")
 
 
+def add_browse_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--out", required=True, help="folder for the PNGs")
+    p.add_argument("--num", type=int, default=8, help="how many images (from the first)")
+    p.add_argument("--split", default="train", help="data.<split> to read (default: train)")
+
+
 def cmd_browse(args: argparse.Namespace) -> None:
     from detzoo.tools.browse import browse
 
     written = browse(_config(args), out=args.out, split=args.split, num=args.num)
     print(f"wrote {len(written)} images to {args.out}")
+
+
+def add_analyze_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", metavar="RESULTS.json", help="COCO results, as `detzoo test --out` writes")
+    p.add_argument("--ann", required=True, help="the COCO annotation json they were made on")
+    p.add_argument("--out", required=True, help="folder; tables and plots go to <out>/<type>/")
+    p.add_argument("--type", default="bbox", choices=["bbox", "segm"])
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
@@ -275,158 +466,49 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     print(f"wrote {len(analysis.files)} files to {Path(args.out) / args.type}")
 
 
+def commands() -> tuple[Command | Group, ...]:
+    """The commands, in the order ``detzoo --help`` lists them; made when the parser is, of
+    this module's functions as they are then."""
+    return (
+        Command("train", "train a config", add_train_arguments, cmd_train),
+        Command("test", "evaluate a checkpoint on data.val", add_test_arguments, cmd_test),
+        Command("infer", "draw predictions on images", add_infer_arguments, cmd_infer),
+        Command("convert", "convert another toolbox's checkpoint", add_convert_arguments, cmd_convert),
+        Group("export", "export a model for deployment", (
+            Command("onnx", "ONNX graph of one image (dynamic size), NMS and RoIAlign inside",
+                    add_export_onnx_arguments, cmd_export_onnx),
+        )),
+        Command("publish", "strip a checkpoint to model + meta, written as <name>-<sha256[:8]>.pth",
+                add_publish_arguments, cmd_publish),
+        Command("verify", "check a file against the sha256 prefix in its name", add_verify_arguments, cmd_verify),
+        Group("data", "datasets", (
+            Command("synth", "write a synthetic COCO-format dataset of shapes", add_synth_arguments, cmd_synth),
+        )),
+        Command("plot", "loss, lr and evaluation curves of training logs (log.jsonl) to PNG",
+                add_plot_arguments, cmd_plot),
+        Command("browse", "ground truth drawn on images after the training transforms, to PNG",
+                add_browse_arguments, cmd_browse),
+        Command("analyze", "per-category AP and COCO error breakdown plots of a results json",
+                add_analyze_arguments, cmd_analyze),
+        Command("benchmark", "inference and training speed, memory, FLOPs and parameters of a config",
+                add_benchmark_arguments, cmd_benchmark),
+        Group("zoo", "the model zoo's metafiles", (
+            Command("list", "one line per model: collection, reference AP, published weights",
+                    add_zoo_list_arguments, cmd_zoo_list),
+            Command("show", "everything the metafiles hold about one model", add_zoo_show_arguments, cmd_zoo_show),
+            Command("table", "write the generated model-zoo tables (markdown)", add_zoo_table_arguments, cmd_zoo_table),
+            Command("record", "append a measured run (detzoo benchmark --json) to its model's metafile",
+                    add_zoo_record_arguments, cmd_zoo_record),
+        )),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detzoo", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {detzoo.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", help="config file or name, e.g. faster_rcnn_r50_fpn_1x_coco")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-
-    def with_amp(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--amp", choices=["bf16", "fp16"],
-                       help="inference under autocast in this dtype: --set runtime.amp=... (fp16: CUDA only)")
-
-    p = sub.add_parser("train", help="train a config")
-    with_config(p)
-    p.add_argument("--work-dir", help="default: work_dirs/<config name>")
-    p.add_argument("--resume", action="store_true", help="continue from <work-dir>/checkpoint.pth")
-    p.add_argument("--load-from", metavar="CKPT",
-                   help="start from this trained detector (fine-tuning; runtime.load_from): a checkpoint file of "
-                        "detzoo, torchvision, mmdetection, detectron2 or Detectron, or a zoo model name; "
-                        "iteration 0, fresh optimizer, class rows matched by name")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in a work dir that holds an earlier run's checkpoint, removing that run's files")
-    p.set_defaults(fn=cmd_train)
-
-    for name, fn, help_ in (("test", cmd_test, "evaluate a checkpoint on data.val"),
-                            ("infer", cmd_infer, "draw predictions on images")):
-        p = sub.add_parser(name, help=help_)
-        with_config(p)
-        p.add_argument("checkpoint", help="checkpoint file, or a zoo model name for its published weights")
-        p.add_argument("--device", default="cpu")
-        with_amp(p)
-        p.set_defaults(fn=fn)
-        if name == "test":
-            p.add_argument("--out", help="write the COCO results json here (an RPN: the proposals .npz)")
-            p.add_argument("--tta", action="store_true",
-                           help="test-time augmentation as data.test_time_aug says (boxes and masks)")
-        else:
-            p.add_argument("images", nargs="+", help="image files, or folders of them")
-            p.add_argument("--out", required=True, help="folder for drawn PNGs and predictions.json")
-            p.add_argument("--score-thresh", type=float, default=0.5)
-            p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],
-                           help="onnxruntime: CHECKPOINT is a file of `detzoo export onnx`, run on the CPU")
-
-    p = sub.add_parser("convert", help="convert another toolbox's checkpoint")
-    p.add_argument("--from", dest="source", choices=list(CONVERTERS), required=True)
-    p.add_argument("src")
-    p.add_argument("--config", required=True, help="the detzoo config the result must load into")
-    p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_convert)
-
-    export = sub.add_parser("export", help="export a model for deployment").add_subparsers(
-        dest="export_command", required=True)
-    p = export.add_parser("onnx", help="ONNX graph of one image (dynamic size), NMS and RoIAlign inside")
-    with_config(p)
-    p.add_argument("checkpoint", help="checkpoint file, or a zoo model name for its published weights")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
-                   help="image size to trace with (default: data.test_scale x data.max_size); any size runs")
-    p.add_argument("--opset", type=int, help="ONNX opset, 16-20 (default: 17)")
-    p.set_defaults(fn=cmd_export_onnx)
-
-    p = sub.add_parser("publish", help="strip a checkpoint to model + meta, written as <name>-<sha256[:8]>.pth")
-    p.add_argument("checkpoint")
-    p.add_argument("--name", help="default: the checkpoint's folder name (detzoo train's work dir: the config name)")
-    p.add_argument("--out", help="folder to write to (default: the checkpoint's folder)")
-    p.set_defaults(fn=cmd_publish)
-
-    p = sub.add_parser("verify", help="check a file against the sha256 prefix in its name")
-    p.add_argument("file")
-    p.add_argument("--sha256", help="check against this hash (or prefix of 8+ hex digits) instead")
-    p.set_defaults(fn=cmd_verify)
-
-    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("synth", help="write a synthetic COCO-format dataset of shapes")
-    p.add_argument("--out", required=True)
-    p.add_argument("--num-images", type=int, default=100)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--max-objects", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--categories",
-        default="circle,square,triangle",
-        help="comma-separated, from circle, square, triangle, pentagon, hexagon and person (a stick figure with 17 "
-             "keypoints)",
-    )
-    p.set_defaults(fn=cmd_synth)
-
-    p = sub.add_parser("plot", help="loss, lr and evaluation curves of training logs (log.jsonl) to PNG")
-    p.add_argument("logs", nargs="+", metavar="LOG.jsonl", help="several logs are overlaid")
-    p.add_argument("--out", required=True, help="PNG file")
-    p.add_argument("--keys", nargs="+", metavar="KEY[,KEY...]",
-                   help="one panel each: log fields (loss, loss_cls, lr) or TYPE.METRIC (bbox.AP); "
-                        "default: loss with its terms, lr, and AP/AP50 (AR) of each evaluation type")
-    p.set_defaults(fn=cmd_plot)
-
-    p = sub.add_parser("browse", help="ground truth drawn on images after the training transforms, to PNG")
-    with_config(p)
-    p.add_argument("--out", required=True, help="folder for the PNGs")
-    p.add_argument("--num", type=int, default=8, help="how many images (from the first)")
-    p.add_argument("--split", default="train", help="data.<split> to read (default: train)")
-    p.set_defaults(fn=cmd_browse)
-
-    p = sub.add_parser("analyze", help="per-category AP and COCO error breakdown plots of a results json")
-    p.add_argument("results", metavar="RESULTS.json", help="COCO results, as `detzoo test --out` writes")
-    p.add_argument("--ann", required=True, help="the COCO annotation json they were made on")
-    p.add_argument("--out", required=True, help="folder; tables and plots go to <out>/<type>/")
-    p.add_argument("--type", default="bbox", choices=["bbox", "segm"])
-    p.set_defaults(fn=cmd_analyze)
-
-    p = sub.add_parser("benchmark", help="inference and training speed, memory, FLOPs and parameters of a config")
-    with_config(p)
-    p.add_argument("checkpoint", nargs="?",
-                   help="checkpoint file or zoo model name, for inference and FLOPs (default: random init)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
-    p.add_argument("--images", nargs="+", default=[], help="time inference on these images instead of data.val")
-    p.add_argument("--num-images", type=int, help="images timed after the warm-up (default: each input once)")
-    p.add_argument("--warmup", type=int, default=5, help="inference warm-up images, not timed")
-    p.add_argument("--train-iters", type=int, default=20, help="training iterations timed after the warm-up")
-    p.add_argument("--train-warmup", type=int, default=5, help="training warm-up iterations, not timed")
-    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
-                   help="input size for FLOPs (default: data.test_scale x data.max_size)")
-    p.add_argument("--skip-inference", action="store_true")
-    p.add_argument("--skip-train", action="store_true")
-    p.add_argument("--skip-flops", action="store_true")
-    p.add_argument("--skip-loader", action="store_true", help="skip timing the data loaders alone")
-    p.add_argument("--skip-peak", action="store_true", help="skip measuring the machine's conv peaks")
-    p.add_argument("--peak-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
-                   help="the conv peak's map: a 3x3 C -> C convolution on N x C x H x W (default: 1 256 100 168)")
-    p.add_argument("--stage-runs", type=int, default=5,
-                   help="runs of the stage split (an image of the FLOPs' shape) after the warm-up")
-    p.add_argument("--profile", action="store_true",
-                   help="split the timed training iterations into data, backbone, neck, dense head, RoI heads, "
-                        "backward and optimizer step")
-    with_amp(p)
-    p.add_argument("--json", help="write the figures here as JSON (what the zoo metafiles record)")
-    p.set_defaults(fn=cmd_benchmark)
-
-    zoo = sub.add_parser("zoo", help="the model zoo's metafiles").add_subparsers(dest="zoo_command", required=True)
-    p = zoo.add_parser("list", help="one line per model: collection, reference AP, published weights")
-    p.add_argument("--family", help="only this collection, e.g. 'Faster R-CNN', fpg, gn+ws")
-    p.set_defaults(fn=cmd_zoo_list)
-    p = zoo.add_parser("show", help="everything the metafiles hold about one model")
-    p.add_argument("name")
-    p.set_defaults(fn=cmd_zoo_show)
-    p = zoo.add_parser("table", help="write the generated model-zoo tables (markdown)")
-    p.add_argument("--out", default="docs/model_zoo.md")
-    p.set_defaults(fn=cmd_zoo_table)
-    p = zoo.add_parser("record", help="append a measured run (detzoo benchmark --json) to its model's metafile")
-    p.add_argument("record", metavar="RUN.json")
-    p.add_argument("--name", help="the zoo model (default: the stem of the record's 'config')")
-    p.set_defaults(fn=cmd_zoo_record)
+    for command in commands():
+        command.add_to(sub)
     return parser
 
 

@@ -13,19 +13,14 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detzoo.evaluation.coco import coco_index, run_cocoeval
+from detzoo.evaluation.coco import run_cocoeval
 from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
+from devtools.coco_reference import make_coco
 
 COCO_ANNS = Path(__file__).parent / "data" / "coco" / "annotations.json"
 SIGMAS_COUNT = 17
-
-
-def make_coco(dataset: dict) -> COCO:
-    """A COCO of its own copy of ``dataset`` (COCOeval's segm evaluation rewrites the ground truth)."""
-    return coco_index(copy.deepcopy(dataset))
 
 
 def reference(dataset: dict, results: list[dict], iou_type: str, **params) -> COCOeval:

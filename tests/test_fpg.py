@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmdet_reference import converted_neck_state, import_mmdet, mmdet_config_path
+from devtools.reference_models import converted_neck_state, import_mmdet, mmdet_config_path
 
 from detzoo.engine.checkpoint import load_state
 from detzoo.necks.fpg import FPG

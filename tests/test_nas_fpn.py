@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detzoo.engine.checkpoint import load_state
-from mmdet_reference import converted_neck_state, import_mmdet, mmdet_config_path
+from devtools.reference_models import converted_neck_state, import_mmdet, mmdet_config_path
 
 
 from detzoo.necks.nas_fpn import NASFPN, resize_to

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
 from conftest import TESTS, tiny_config
-from mmdet_reference import import_mmdet
+from devtools.reference_models import import_mmdet
 
 from detzoo.backbones.resnet import ResNet
 from detzoo.backbones.imagenet import WEIGHTS, ImageNetWeights, PretrainedError

@@ -15,7 +15,7 @@ from detzoo.data.build import build_transform
 from detzoo.data.coco import CocoDataset, read_image
 from detzoo.data.transforms import Compose, Normalize, Pad, RandomCrop, RandomFlip, Resize
 from detzoo.structures import Instances, PixelFormat, scale_boxes
-from mmdet_reference import import_mmdet
+from devtools.reference_models import import_mmdet
 
 TESTS = Path(__file__).parent
 COCO_DIR = TESTS / "data" / "coco"

@@ -1,11 +1,18 @@
-"""mmdetection 3.3 as a reference to test against, on the CPU, without mmcv's compiled ops.
+"""The reference models detzoo is tested and benchmarked against (tests/ and benchmarks/
+import them; a development tool, not part of the detzoo package, sdist or wheel).
 
-mmcv-lite ships mmcv without its compiled extension ``mmcv._ext``, which ``mmcv.ops``
-(and so ``mmdet.models``) imports. ``install_ext_stand_in()`` registers a stand-in module
-under that name whose ``nms`` and ``roi_align_forward`` compute with torchvision.ops (the
-same arithmetic as mmcv's CPU kernels: greedy IoU suppression in score order; average
-RoIAlign with bilinear sampling); any other op raises when called, so a reference model
-that needs one fails loudly instead of computing something else.
+torchvision: Faster, Mask and Keypoint R-CNN and RetinaNet R-50-FPN as torchvision's
+``*_resnet50_fpn`` builders assemble them, from seeded random weights with frozen-BN
+statistics calibrated on a test image (``torchvision_model``).
+
+mmdetection 3.3, on the CPU, without mmcv's compiled ops: its own models built from the
+config files it ships (``build_mmdet_model``), with seeded, well-conditioned weights
+(``condition_weights``). mmcv-lite ships mmcv without its compiled extension ``mmcv._ext``,
+which ``mmcv.ops`` (and so ``mmdet.models``) imports. ``install_ext_stand_in()`` registers a
+stand-in module under that name whose ``nms`` and ``roi_align_forward`` compute with
+torchvision.ops (the same arithmetic as mmcv's CPU kernels: greedy IoU suppression in score
+order; average RoIAlign with bilinear sampling); any other op raises when called, so a
+reference model that needs one fails loudly instead of computing something else.
 
 ``import_mmdet()`` returns the ``mmdet`` package (registered), or skips the calling test
 when mmdetection is not installed (it is in the ``test`` extra).
@@ -17,10 +24,99 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision.models import resnet50
+from torchvision.models.detection import FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import nms as tv_nms
 from torchvision.ops import roi_align as tv_roi_align
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.transforms.functional import to_tensor
+
+IMAGES = sorted((Path(__file__).resolve().parents[1] / "tests" / "data" / "coco" / "images").glob("*.jpg"))
+
+# ---------------------------------------------------------------- torchvision
+
+# torchvision class, its num_classes, detzoo config, scale of the class-score weights
+# (random weights: scaled so that detections clear the 0.05 score threshold with scores
+# spread over 0.1-0.3 or more, so that rounding does not decide their order)
+TORCHVISION_FAMILIES = {
+    "faster": (FasterRCNN, 91, "faster_rcnn_r50_fpn_1x_coco", 2.0),
+    "mask": (MaskRCNN, 91, "mask_rcnn_r50_fpn_1x_coco", 2.0),
+    "keypoint": (KeypointRCNN, 2, "keypoint_rcnn_r50_fpn_1x_coco", 1.0),
+    "retinanet": (RetinaNet, 91, "retinanet_r50_fpn_1x_coco", 10.0),
+}
+
+
+def calibrate_frozen_bn(model: torch.nn.Module, image: Path) -> None:
+    """Each frozen BN's running mean / variance := the per-channel statistics of its input
+    on ``image`` (one pass with pre-hooks), so that activations keep their scale layer
+    after layer as in a trained network. With random statistics they grow, and with them
+    the float rounding of any two ways to compute the same network."""
+
+    def calibrate(module, inputs):
+        module.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
+        module.running_var.copy_(inputs[0].var(dim=(0, 2, 3)))
+
+    hooks = [m.register_forward_pre_hook(calibrate) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    try:
+        with torch.no_grad():
+            model([to_tensor(Image.open(image).convert("RGB"))])
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def torchvision_model(family: str) -> torch.nn.Module:
+    """As torchvision's ``*_resnet50_fpn`` builders assemble them (RetinaNet: C3-C5, P6 / P7
+    from P5), from a seeded random init with random frozen-BN weights and biases, and
+    statistics calibrated on the first test image (``calibrate_frozen_bn``)."""
+    cls, num_classes, _, score_scale = TORCHVISION_FAMILIES[family]
+    torch.manual_seed(0)
+    body = resnet50(norm_layer=FrozenBatchNorm2d)
+    if family == "retinanet":
+        backbone = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+    else:
+        backbone = _resnet_fpn_extractor(body, 3)
+    model = cls(backbone, num_classes=num_classes)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+        if family == "retinanet":
+            # torchvision's class 0 is a never-trained background channel, which the
+            # converter drops: make it silent here as in a trained model
+            logits = model.head.classification_head.cls_logits
+            logits.weight.mul_(score_scale)
+            logits.bias.uniform_(-5.0, -1.0)
+            logits.weight.view(9, num_classes, -1)[:, 0] = 0.0
+            logits.bias.view(9, num_classes)[:, 0] = -100.0
+        else:
+            model.roi_heads.box_predictor.cls_score.weight.mul_(score_scale)
+    model.eval()
+    calibrate_frozen_bn(model, IMAGES[0])
+    return model
+
+
+# ---------------------------------------------------------------- mmdetection
+
+# detzoo config -> mmdetection's config of that row (tests/test_parity_mmdet.py)
+MMDET_ROWS = {
+    "retinanet_r50_nasfpn_crop640_50e_coco": "nas_fpn/retinanet_r50_nasfpn_crop640-50e_coco",
+    "faster_rcnn_r50_fpg_crop640_50e_coco": "fpg/faster-rcnn_r50_fpg_crop640-50e_coco",
+    "mask_rcnn_r50_fpg-chn128_crop640_50e_coco": "fpg/mask-rcnn_r50_fpg-chn128_crop640-50e_coco",
+    "retinanet_r50_fpg_crop640_50e_coco": "fpg/retinanet_r50_fpg_crop640_50e_coco",
+    "faster_rcnn_r50_fpn_gn_ws-all_1x_coco": "gn+ws/faster-rcnn_r50_fpn_gn-ws-all_1x_coco",
+    "mask_rcnn_r50_fpn_gn_ws-all_20_23_24e_coco": "gn+ws/mask-rcnn_r50_fpn_gn-ws-all_20-23-24e_coco",
+    # plain RetinaHead, P6 / P7 from C5 without ReLU (read from the config text in the checkpoint)
+    "retinanet_r50_fpn_1x_coco": "retinanet/retinanet_r50_fpn_1x_coco",
+}
+MMDET_IMAGES = IMAGES[:2]  # the rows are compared on two: the suite stays fast
 
 
 def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, offset: int = 0) -> torch.Tensor:
@@ -199,3 +295,38 @@ def converted_neck_state(reference_neck: torch.nn.Module) -> dict[str, torch.Ten
 
     renamed = rename_all({f"neck.{k}": v for k, v in reference_neck.state_dict().items()})
     return {k[len("neck."):]: v for k, v in renamed.items()}
+
+
+def calibration_image(folder: Path) -> str:
+    """A synthetic 480 x 640 picture with the 1/f amplitude spectrum of natural images
+    (seeded noise shaped in the Fourier domain), written in ``folder``, so that norm
+    statistics calibrated on it fit real photographs; not one of the test images."""
+    import cv2
+
+    g = np.random.default_rng(0)
+    fy, fx = np.meshgrid(np.fft.fftfreq(480), np.fft.rfftfreq(640), indexing="ij")
+    amplitude = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / 640)
+    channels = []
+    for _ in range(3):
+        spectrum = amplitude * np.exp(2j * np.pi * g.random(amplitude.shape))
+        x = np.fft.irfft2(spectrum, s=(480, 640))
+        channels.append(127 + 60 * (x - x.mean()) / x.std())
+    path = folder / "calibration.png"
+    cv2.imwrite(str(path), np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.uint8))
+    return str(path)
+
+
+def conditioned_mmdet_model(name: str, folder: Path):
+    """mmdetection's model of its config ``name`` (``build_mmdet_model``), seeded, with
+    ``condition_weights`` calibrated on ``calibration_image`` (written in ``folder``)."""
+    torch.manual_seed(0)
+    model = build_mmdet_model(name)
+    condition_weights(model, calibration_image(folder))
+    return model
+
+
+def coco_classes() -> tuple[str, ...]:
+    """mmdetection's COCO class names."""
+    from mmdet.datasets import CocoDataset
+
+    return CocoDataset.METAINFO["classes"]
