@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test test-quick clean
+.PHONY: venv demo lint test test-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,13 +16,17 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m detzoo.demo
 
-# the suite, then the package as pip installs it (sdist + wheel, a fresh venv, used from a temp folder)
-test: venv
+# ruff (its settings in pyproject.toml; ruff comes with the test extra)
+lint: venv
+	$(VENV)/bin/ruff check detzoo tests benchmarks devtools
+
+# the linter, the suite, then the package as pip installs it (sdist + wheel, a fresh venv, used from a temp folder)
+test: lint
 	$(PY) -m pytest -q
 	tests/wheel_smoke.sh $(PY)
 
-# while developing: the suite without the slow, parity and distributed tiers (tests/conftest.py)
-test-quick: venv
+# while developing: the linter, then the suite without the slow, parity and distributed tiers (tests/conftest.py)
+test-quick: lint
 	$(PY) -m pytest -q -m "not slow and not parity and not distributed"
 
 clean:

@@ -56,7 +56,8 @@ def main() -> None:
                 o, net([x.image for x in s], [x.instances for x in s]))
         else:  # torchvision: 0-1 images, labels from 1
             sides[name] = lambda s, net=net, o=optimizer: step(o, net(
-                [x.image / 255 for x in s], [{"boxes": x.instances.boxes, "labels": x.instances.labels + 1} for x in s]))
+                [x.image / 255 for x in s],
+                [{"boxes": x.instances.boxes, "labels": x.instances.labels + 1} for x in s]))
         sides[name](batches[0])  # warm-up
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     order = list(sides)

@@ -250,8 +250,8 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         if current is None or isinstance(current, str):
             return text
-        raise ConfigError(f"{text!r} is not a valid value for {key}, which holds "
-                          f"{type(current).__name__} {current!r}; give a Python literal, e.g. {key}={current!r}")
+        raise ConfigError(f"{text!r} is not a valid value for {key}, which holds {type(current).__name__} "
+                          f"{current!r}; give a Python literal, e.g. {key}={current!r}") from None
     if isinstance(current, str) and not isinstance(value, (str, dict, type(None))):
         return text  # a file or folder named 2017
     return value

@@ -55,10 +55,10 @@ def assert_same_detections(
     """``ours`` equal ``theirs`` to rounding: each of theirs above the cut (see the module;
     more than ``2 * score_atol`` above the lowest score) paired with its twin in ours, and
     ours without one at the cut (within ``3 * score_atol``); twins have equal labels, boxes
-    within ``box_atol`` px and scores within ``score_atol``; masks: each IoU >= 0.9 and at most 0.1% of all mask pixels on
-    different sides of 0.5; keypoints: at most 1% more than ``box_atol`` apart (a heatmap
-    whose best two cells tie decodes at either), their scores (heatmap logits) within
-    ``score_atol`` of 1 + their size.
+    within ``box_atol`` px and scores within ``score_atol``; masks: each IoU >= 0.9 and at
+    most 0.1% of all mask pixels on different sides of 0.5; keypoints: at most 1% more than
+    ``box_atol`` apart (a heatmap whose best two cells tie decodes at either), their scores
+    (heatmap logits) within ``score_atol`` of 1 + their size.
     Returns how many detections were compared."""
     lowest = min([*ours["scores"], *theirs["scores"]], default=0.0)
     theirs = _select(theirs, np.flatnonzero(theirs["scores"] > lowest + 2 * score_atol))

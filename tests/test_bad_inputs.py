@@ -720,8 +720,8 @@ def test_a_person_without_keypoints_is_ignored_as_coco_ignores_it(caplog):
     anns = [{"id": 1, "bbox": [10, 10, 20, 20], "keypoints": seen, "num_keypoints": 17},
             {"id": 2, "bbox": [60, 60, 20, 20]}]  # no keypoints key
     person = {"id": 1, "name": "person", "keypoints": [str(k) for k in range(17)]}
-    coco = coco_index({"images": [image], "categories": [person],
-                       "annotations": [{**a, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 400} for a in anns]})
+    coco = coco_index({"images": [image], "categories": [person], "annotations": [
+        {**a, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 400} for a in anns]})
     on_it = [v for x in range(17) for v in (70, 70, 1)]
     results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.5, "keypoints": seen},
                {"image_id": 1, "category_id": 1, "bbox": [60, 60, 20, 20], "score": 0.9, "keypoints": on_it}]

@@ -73,7 +73,8 @@ def test_a_fragment_in_a_base_list_replaces_what_the_bases_before_it_set(zoo):
     """A base file without bases of its own (a fragment such as _base_/models/fpg.py) keeps
     its _delete_ marks until it is merged onto the bases listed before it."""
     write(zoo / "_base_/models/gn.py", 'model = dict(backbone=dict(norm=dict(_delete_=True, type="GN")))\n')
-    write(zoo / "frcnn/frcnn_r50_fpn_gn_1x_coco.py", '_base_ = ["../_base_/models/frcnn.py", "../_base_/models/gn.py"]\n')
+    write(zoo / "frcnn/frcnn_r50_fpn_gn_1x_coco.py",
+          '_base_ = ["../_base_/models/frcnn.py", "../_base_/models/gn.py"]\n')
     cfg = load_config(zoo / "frcnn/frcnn_r50_fpn_gn_1x_coco.py")
     assert cfg["model"]["backbone"]["norm"] == {"type": "GN"}
     assert load_config(zoo / "_base_/models/gn.py") == {"model": {"backbone": {"norm": {"type": "GN"}}}}

@@ -525,13 +525,15 @@ def test_detectron2_pixel_format_follows_the_backbone_initialisation():
     assert rgb["model.input_format"] == "RGB" and rgb["model.backbone.style"] == "pytorch"
     with pytest.raises(ValueError, match="pixel_mean .* match backbone initialisation 'torchvision', not 'msra'"):
         detectron2.convert({"model": {**state, **buffers}}, init="msra")
-    with pytest.raises(ValueError, match="unknown detectron2 backbone initialisation 'caffe'; valid: msra, fair, torch"):
+    with pytest.raises(ValueError,
+                       match="unknown detectron2 backbone initialisation 'caffe'; valid: msra, fair, torch"):
         detectron2.convert({"model": state}, init="caffe")
 
 
 def test_unknown_keys_and_inconsistent_checkpoints_are_errors_naming_them():
     state = fill(d2_layout("retinanet"))
-    with pytest.raises(ValueError, match=r"1 detectron2 checkpoint key\(s\) have no detzoo counterpart: roi_heads\.foo\."):
+    with pytest.raises(ValueError,
+                       match=r"1 detectron2 checkpoint key\(s\) have no detzoo counterpart: roi_heads\.foo\."):
         detectron2.convert({"model": {**state, "roi_heads.foo.weight": torch.zeros(1)}})
     with pytest.raises(ValueError, match=r"no detzoo counterpart: head\.cls_subnet\.1\.weight"):  # a norm in the tower
         detectron2.convert({"model": {**state, "head.cls_subnet.1.weight": torch.zeros(256)}})

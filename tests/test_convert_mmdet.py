@@ -44,7 +44,8 @@ def test_rules_rename_each_family_of_keys():
 
 
 def test_unmatched_or_inconsistent_keys_are_errors_naming_them():
-    with pytest.raises(ValueError, match=r"1 mmdetection checkpoint key\(s\) have no detzoo counterpart: roi_head\.foo\.weight"):
+    with pytest.raises(ValueError,
+                       match=r"1 mmdetection checkpoint key\(s\) have no detzoo counterpart: roi_head\.foo\.weight"):
         mmdet.rename_all({"roi_head.foo.weight": torch.ones(1)})
     with pytest.raises(ValueError, match="hold different tensors"):
         mmdet.rename_all({"bbox_head.cls_convs.0.0.conv.weight": torch.ones(1),

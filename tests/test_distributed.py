@@ -84,12 +84,14 @@ def _worker(rank: int, world: int, port: int, jobs: list[Job]) -> None:
                 continue
 
             class CrashingLoader(list):  # this epoch's first batches, then a crash
+                crash_after = job.crash_after
+
                 def __init__(self, *args, **kwargs):
                     super().__init__(real_loader(*args, **kwargs))
 
                 def __iter__(self):
-                    yield from self[: job.crash_after]
-                    raise KeyboardInterrupt(f"simulated crash after iteration {job.crash_after}")
+                    yield from self[: self.crash_after]
+                    raise KeyboardInterrupt(f"simulated crash after iteration {self.crash_after}")
 
             trainer.build_train_loader = CrashingLoader
             with pytest.raises(KeyboardInterrupt):

@@ -98,7 +98,8 @@ def random_dataset(seed: int, *, masks: bool = False) -> tuple[dict, list[dict]]
     false positives; the last image has no ground truth, the first no detection; the first
     annotation has id 0 (COCOeval reads a match to it as none)."""
     rng = np.random.default_rng(seed)
-    images = [{"id": 10 + i, "height": int(h), "width": int(w)} for i, (h, w) in enumerate(rng.integers(64, 160, (7, 2)))]
+    sizes = rng.integers(64, 160, (7, 2))
+    images = [{"id": 10 + i, "height": int(h), "width": int(w)} for i, (h, w) in enumerate(sizes)]
     cats = [1, 2, 5, 9]
     anns, results = [], []
     for n, image in enumerate(images):
@@ -382,4 +383,4 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown iou_type 'boxes'"):
         make_params(gt, iou_type="boxes")
     with pytest.raises(ValueError, match=r"three max dets .* got \[5\]"):
-        FastCOCOeval(gt, results, make_params(gt, iou_type="bbox", max_dets=[5])).stats
+        _ = FastCOCOeval(gt, results, make_params(gt, iou_type="bbox", max_dets=[5])).stats

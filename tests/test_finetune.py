@@ -114,14 +114,16 @@ def test_transfer_log_and_fresh_parts(tmp_path, synth_data):
     assert "initialised afresh: roi_heads.mask (not in the checkpoint)" in line
     assert "rows of hexagon (not among the checkpoint's classes)" in line
     state = mask.state_dict()
-    logits, old = state["roi_heads.predictor.cls_score.weight"], checkpoint["model"]["roi_heads.predictor.cls_score.weight"]
+    logits = state["roi_heads.predictor.cls_score.weight"]
+    old = checkpoint["model"]["roi_heads.predictor.cls_score.weight"]
     torch.testing.assert_close(logits[0], old[1])  # square
     torch.testing.assert_close(logits[2], old[0])  # circle
     torch.testing.assert_close(logits[1], fresh["roi_heads.predictor.cls_score.weight"][1])  # hexagon: fresh
     torch.testing.assert_close(logits[3], old[3])  # background
     deltas = state["roi_heads.predictor.bbox_pred.weight"]
     torch.testing.assert_close(deltas[8:12], checkpoint["model"]["roi_heads.predictor.bbox_pred.weight"][0:4])
-    torch.testing.assert_close(state["roi_heads.mask.head.predictor.weight"], fresh["roi_heads.mask.head.predictor.weight"])
+    torch.testing.assert_close(state["roi_heads.mask.head.predictor.weight"],
+                               fresh["roi_heads.mask.head.predictor.weight"])
 
     back = build_model(tiny_config(synth_data)["model"])  # Mask R-CNN -> Faster R-CNN: the mask branch is unused
     line = transfer_weights(back, {"model": mask.state_dict(), "meta": {"class_names": ["a", "b", "c"]}},

@@ -123,7 +123,7 @@ def test_matches_mmdetection(config: str, size: tuple[int, int], monkeypatch: py
     assert list(got) == list(strides)
     for name, level_size, want in zip(strides, level_sizes, expected):
         assert got[name].shape == (1, WIDTH, *level_size)
-        torch.testing.assert_close(got[name], want, rtol=0, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name], want, rtol=0, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("config", list(CASES))

@@ -84,7 +84,9 @@ def test_multilevel_roialign_matches_torchvision():
     ref = MultiScaleRoIAlign(list(feats), 7, sampling_ratio=2)(feats, boxes, [(256, 384), (256, 384)])
     ours = MultiLevelRoIAlign(strides=[4, 8, 16, 32], output_size=7, sampling_ratio=2, aligned=False)
     torch.testing.assert_close(ours(list(feats.values()), boxes), ref)
-    assert ours.assign_levels(torch.tensor([[0.0, 0, 224, 224], [0, 0, 10, 10], [0, 0, 2000, 2000]])).tolist() == [2, 0, 3]
+    assert ours.assign_levels(
+        torch.tensor([[0.0, 0, 224, 224], [0, 0, 10, 10], [0, 0, 2000, 2000]])
+    ).tolist() == [2, 0, 3]
 
 
 def test_box_coder_decodes_no_boxes():

@@ -60,7 +60,8 @@ def test_parameter_counts_equal_torchvision():
         background = {"faster": 4 * 1025, "mask": 4 * 1025 + 257, "keypoint": 4 * 1025, "retinanet": 9 * 2305}[family]
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         assert count(ours.model) == count(theirs) - background, family
-        assert round(count(theirs) / 1e6, 1) == {"faster": 41.8, "mask": 44.4, "keypoint": 59.1, "retinanet": 34.0}[family]
+        millions = {"faster": 41.8, "mask": 44.4, "keypoint": 59.1, "retinanet": 34.0}[family]
+        assert round(count(theirs) / 1e6, 1) == millions
 
 
 def test_converter_rejects_other_checkpoints(tmp_path):

@@ -249,7 +249,8 @@ def test_detectron_weights_checked_by_md5(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="md5 mismatch"):
         init_backbone(_model(init="detectron://R-tiny.pkl", style="caffe"))
     (source / "R-tiny.pkl.md5sum").write_text(hashlib.md5((source / "R-tiny.pkl").read_bytes()).hexdigest())
-    with pytest.raises(PretrainedError, match="do not fit model.backbone.*missing"):  # a stem alone: the rest is missing
+    # a stem alone: the rest is missing
+    with pytest.raises(PretrainedError, match="do not fit model.backbone.*missing"):
         init_backbone(_model(init="detectron://R-tiny.pkl", style="caffe"))
 
 

@@ -173,7 +173,7 @@ def test_browse_draws_transformed_masks_and_keypoints(synth_data, synth_people, 
         with Image.open(tmp_path / "people" / image["file_name"]) as im:
             drawn = np.asarray(im.convert("RGB"))
         for ann in people.loadAnns(people.getAnnIds(imgIds=image["id"])):
-            for x, y, v in np.reshape(ann["keypoints"], (-1, 3)):
+            for x, y, _ in np.reshape(ann["keypoints"], (-1, 3)):
                 total += 1
                 hits += bool((drawn[round(y), round(x)] == PALETTE[0]).all())
     assert total >= 17 and hits >= 0.8 * total  # dots of the class colour at the keypoints

@@ -117,8 +117,9 @@ def test_rpn_proposals_feed_fast_rcnn(synth_data, tmp_path):
         assert main(["test", "tests/configs/tiny_rpn.py", str(rpn_dir / trainer.FINAL), "--out", str(files[split]),
                      *[a for o in args for a in ("--set", o)]]) == 0
     fast = tiny_config(
-        synth_data, name="tiny_fast_rcnn",
+        synth_data,
         *[f"data.{split}.proposals_file={files[split]}" for split in ("train", "val")],
+        name="tiny_fast_rcnn",
     )
     metrics = trainer.train(fast, work_dir=tmp_path / "fast")
     losses = _losses(tmp_path / "fast")

@@ -39,8 +39,13 @@ def test_crop_keeps_or_drops_each_instance_whole():
     assert top >= 4 and left >= 6  # room for the instance left of the crop below
 
     # inside the crop, outside it (to its left), partly inside (left and bottom edges)
-    t, l = top, left
-    boxes = torch.tensor([[l + 2, t + 3, l + 8, t + 9], [l - 6, t + 2, l - 1, t + 7], [l - 4, t + 10, l + 5, t + 20]])
+    boxes = torch.tensor(
+        [
+            [left + 2, top + 3, left + 8, top + 9],
+            [left - 6, top + 2, left - 1, top + 7],
+            [left - 4, top + 10, left + 5, top + 20],
+        ]
+    )
     masks = torch.zeros(3, 40, 50, dtype=torch.uint8)
     bits = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(0)) > 0.3
     for mask, box, bit in zip(masks, boxes.tolist(), bits):
@@ -48,9 +53,9 @@ def test_crop_keeps_or_drops_each_instance_whole():
         mask[y1:y2, x1:x2] = bit[y1:y2, x1:x2]
     keypoints = torch.tensor(
         [
-            [[l + 3, t + 4, 2], [l + 7, t + 8, 1]],
-            [[l - 5, t + 3, 2], [l - 2, t + 6, 2]],
-            [[l - 2, t + 12, 2], [l + 3, t + 14, 2]],  # the first lies outside the crop
+            [[left + 3, top + 4, 2], [left + 7, top + 8, 1]],
+            [[left - 5, top + 3, 2], [left - 2, top + 6, 2]],
+            [[left - 2, top + 12, 2], [left + 3, top + 14, 2]],  # the first lies outside the crop
         ],
         dtype=torch.float32,
     )
@@ -68,13 +73,14 @@ def test_crop_keeps_or_drops_each_instance_whole():
     assert out.labels.tolist() == [3, 5] and out.scores.tolist() == pytest.approx([0.9, 0.7])
     assert out.boxes.tolist() == [[2, 3, 8, 9], [0, 10, 5, 16]]
     assert out.masks.shape == (2, 16, 20) and out.masks.dtype == torch.uint8
-    assert torch.equal(out.masks, masks[[0, 2], t : t + 16, l : l + 20]) and out.masks.sum() > 0
+    assert torch.equal(out.masks, masks[[0, 2], top : top + 16, left : left + 20]) and out.masks.sum() > 0
     assert out.keypoints.tolist() == [[[3, 4, 2], [7, 8, 1]], [[-2, 12, 0], [3, 14, 2]]]
     assert out_proposals.boxes.tolist() == [[2, 3, 8, 9]] and out_proposals.scores.tolist() == [1.0]
 
 
 def test_crop_larger_than_image_draws_nothing():
-    image, truth = coordinate_image(20, 30), Instances(boxes=torch.tensor([[1.0, 2.0, 5.0, 6.0]]), labels=torch.tensor([0]))
+    image = coordinate_image(20, 30)
+    truth = Instances(boxes=torch.tensor([[1.0, 2.0, 5.0, 6.0]]), labels=torch.tensor([0]))
     generator = torch.Generator().manual_seed(0)
     state = generator.get_state()
     out_image, out = RandomCrop(size=(64, 64))(image, truth, generator=generator)

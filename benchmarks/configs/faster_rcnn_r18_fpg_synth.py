@@ -9,7 +9,9 @@ P2-P6 cost 1.6 s/iter at 128 channels on 2 CPU cores, 0.85 at 64."""
 _base_ = "zoo://faster_rcnn_r18_fpn_synth"
 model = dict(
     size_divisibility=64,
-    neck=dict(_delete_=True, type="FPG", in_features=["c2", "c3", "c4", "c5"], out_channels=64, num_stages=9, norm="BN"),
+    neck=dict(
+        _delete_=True, type="FPG", in_features=["c2", "c3", "c4", "c5"], out_channels=64, num_stages=9, norm="BN"
+    ),
 )
 data = dict(resize="mmdet", scale_ratio_range=(0.8, 1.2), crop_size=(128, 128), pad_size=(128, 128))
 optim = dict(norm_weight_decay=0.0, warmup_factor=0.1)

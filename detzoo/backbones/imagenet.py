@@ -174,7 +174,8 @@ def _from_detectron(blobs: Mapping[str, object]) -> dict[str, Tensor]:
             continue
         out[name] = torch.as_tensor(np.asarray(value, dtype=np.float32))
     if unknown:
-        raise PretrainedError(f"{len(unknown)} Detectron blob(s) are no ResNet weights: {', '.join(sorted(unknown)[:6])}")
+        raise PretrainedError(f"{len(unknown)} Detectron blob(s) are no ResNet weights: "
+                              f"{', '.join(sorted(unknown)[:6])}")
     eps = FrozenBatchNorm2d(1).eps
     for name in [n for n in out if re.search(r"(bn\d|downsample\.1)\.weight$", n)]:  # affine channels
         norm = name.removesuffix("weight")

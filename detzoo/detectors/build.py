@@ -102,7 +102,8 @@ def _inputs(section: str, source: nn.Module, cfg: Mapping[str, Any]) -> tuple[li
         raise ConfigError(f"{section}.in_features must list the levels to read, e.g. {list(source.strides)}")
     unknown = [f for f in features if f not in source.out_channels]
     if unknown:
-        raise ConfigError(f"{section}.in_features: {unknown[0]!r} is not produced; available: {list(source.out_channels)}")
+        raise ConfigError(f"{section}.in_features: {unknown[0]!r} is not produced; "
+                          f"available: {list(source.out_channels)}")
     channels = {source.out_channels[f] for f in features}
     if len(channels) != 1:
         raise ConfigError(f"{section}.in_features {list(features)} have different channel counts {sorted(channels)}")

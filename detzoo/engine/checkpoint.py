@@ -14,8 +14,8 @@ other global is refused with a ``CheckpointError`` that names the file and the g
 before anything is called. A ``.pth`` that torch's weights-only loader refuses is reported
 as refused, naming the callables its pickle names (read with ``pickletools``, nothing
 run), not as corrupt; only a file that is not a readable pickle is "truncated or
-corrupt". Python 2 pickles (Detectron's) are read with
-``encoding="latin1"``, which numpy needs to rebuild arrays from Python 2 byte strings. Published files follow mmdetection's
+corrupt". Python 2 pickles (Detectron's) are read with ``encoding="latin1"``, which numpy
+needs to rebuild arrays from Python 2 byte strings. Published files follow mmdetection's
 naming, ``<name>-<sha256[:8]>.pth``, and ``fetch_checkpoint`` checks that prefix the way
 ``torch.hub`` does.
 """

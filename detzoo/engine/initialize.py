@@ -92,7 +92,8 @@ def _remap(fresh: Tensor, old: Tensor, rows: ClassRows, index: Sequence[int | No
                 out.narrow(dim, (group * count + new) * width, width).copy_(
                     old.narrow(dim, (group * old_count + source) * width, width))
     if rows.extra:
-        out.narrow(dim, groups * count * width, rows.extra).copy_(old.narrow(dim, groups * old_count * width, rows.extra))
+        out.narrow(dim, groups * count * width, rows.extra).copy_(
+            old.narrow(dim, groups * old_count * width, rows.extra))
     return out
 
 
@@ -149,10 +150,12 @@ def transfer_weights(
             if old.shape == value.shape:
                 new_state[key] = old
             else:
-                why = f"all rows (the checkpoint has {old.shape[rows.dim]} keypoints, the model {value.shape[rows.dim]})"
+                why = (f"all rows (the checkpoint has {old.shape[rows.dim]} keypoints, "
+                       f"the model {value.shape[rows.dim]})")
                 fresh_rows.setdefault(why, []).append(key)
         elif (old.shape[:rows.dim] + old.shape[rows.dim + 1:] != value.shape[:rows.dim] + value.shape[rows.dim + 1:]
-              or _blocks(old.shape[rows.dim], rows, old_count) != _blocks(value.shape[rows.dim], rows, len(class_names))):
+              or _blocks(old.shape[rows.dim], rows, old_count)
+              != _blocks(value.shape[rows.dim], rows, len(class_names))):
             shapes.append(_shape(key, old, value))
         else:
             index = _class_index(class_names, old_names, old.shape == value.shape)

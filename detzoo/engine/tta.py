@@ -29,10 +29,10 @@ mask probabilities included, to the bit (tests/test_tta.py).
 Differences from Detectron's X-152 row (``TEST.BBOX_AUG`` / ``MASK_AUG``): Detectron pooled
 the pre-NMS scores of every (RoI, class) of every augmentation (its "UNION" heuristics);
 here the pool is each augmentation's final detections (detectron2's way; it needs no
-per-RoI scores, so RetinaNet merges the same way). Detectron ran its test scale (800) at TEST.MAX_SIZE 1333, the other scales at
-2000; here every scale uses ``max_size``. Detectron resized the mirrored image; here the
-resized image is mirrored (equal up to interpolation rounding). Its voting pooled all
-pre-NMS candidates of a class; here the pooled detections.
+per-RoI scores, so RetinaNet merges the same way). Detectron ran its test scale (800) at
+TEST.MAX_SIZE 1333, the other scales at 2000; here every scale uses ``max_size``. Detectron
+resized the mirrored image; here the resized image is mirrored (equal up to interpolation
+rounding). Its voting pooled all pre-NMS candidates of a class; here the pooled detections.
 
 Boxes and masks only: Keypoint R-CNN (whose keypoints detectron2 does not merge either)
 and RPN models are refused. Fast R-CNN's proposals follow the image through each

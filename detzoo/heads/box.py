@@ -87,7 +87,8 @@ class BoxPredictor(nn.Module):
         """The parameters with rows per class (``ClassRows``): the logits (background last)
         and the class-specific deltas, 4 rows each."""
         logits, deltas = ClassRows(extra=1), ClassRows(width=4)
-        return {"cls_score.weight": logits, "cls_score.bias": logits, "bbox_pred.weight": deltas, "bbox_pred.bias": deltas}
+        return {"cls_score.weight": logits, "cls_score.bias": logits,
+                "bbox_pred.weight": deltas, "bbox_pred.bias": deltas}
 
 
 class RoIHeads(nn.Module):

@@ -78,7 +78,8 @@ class RetinaNetHead(nn.Module):
         for level, x in enumerate(features):
             cls_norms = None if self.cls_norms is None else self.cls_norms[level]
             box_norms = None if self.box_norms is None else self.box_norms[level]
-            logits.append(permute_to_nhwa_k(self.cls_logits(self._tower(x, self.cls_convs, cls_norms)), self.num_classes))
+            cls_features = self._tower(x, self.cls_convs, cls_norms)
+            logits.append(permute_to_nhwa_k(self.cls_logits(cls_features), self.num_classes))
             deltas.append(permute_to_nhwa_k(self.deltas(self._tower(x, self.box_convs, box_norms)), 4))
         return logits, deltas
 
@@ -162,7 +163,9 @@ class RetinaNet(nn.Module):
         matched, box_targets = anchor_targets(self.matcher, self.box_coder, anchors, targets)
         fg = matched >= 0
         valid = fg | (matched == Matcher.BACKGROUND)
-        gt_labels = torch.stack([t.labels[m.clamp(min=0)] if len(t) else m.clamp(min=0) for t, m in zip(targets, matched)])
+        gt_labels = torch.stack(
+            [t.labels[m.clamp(min=0)] if len(t) else m.clamp(min=0) for t, m in zip(targets, matched)]
+        )
         cls_targets = torch.zeros_like(logits)
         cls_targets[fg, gt_labels[fg]] = 1.0
         num_fg = max(fg.sum().item(), 1)

@@ -116,7 +116,9 @@ class RPN(nn.Module):
         topk = self.pre_nms_topk[self.training]
         out = []
         for i, size in enumerate(image_sizes):
-            per_level = [decode_level(self.box_coder, d[i], a, lg[i], topk) for a, lg, d in zip(anchors, logits, deltas)]
+            per_level = [
+                decode_level(self.box_coder, d[i], a, lg[i], topk) for a, lg, d in zip(anchors, logits, deltas)
+            ]
             b = torch.cat([p[0] for p in per_level])
             s = torch.cat([p[1] for p in per_level]).sigmoid()
             lvl = torch.cat([torch.full_like(p[2], level) for level, p in enumerate(per_level)])

@@ -3,9 +3,12 @@
 Seed row: mmdetection FPG, Faster R-CNN FPG-chn128 50e: Mem 11.9 GB, box AP 41.2
 (checkpoint faster_rcnn_r50_fpg-chn128_crop640_50e_coco-24257de9.pth).
 
-As mmdetection's ``faster-rcnn_r50_fpg-chn128_crop640-50e_coco``: FPG of 9 stages over C2-C5 (P6 by max-pool of the top lateral), SyncBN with gradients in the grid; batch padded to /64.
+As mmdetection's ``faster-rcnn_r50_fpg-chn128_crop640-50e_coco``: FPG of 9 stages over C2-C5
+(P6 by max-pool of the top lateral), SyncBN with gradients in the grid; batch padded to /64.
 
-chn128: the neck is 128 channels wide; every head that reads it (RPN conv, RoI pooling, box and mask heads) takes that width from the neck's own outputs (the RPN conv still widens to 256, as in mmdetection)."""
+chn128: the neck is 128 channels wide; every head that reads it (RPN conv, RoI pooling, box
+and mask heads) takes that width from the neck's own outputs (the RPN conv still widens to
+256, as in mmdetection)."""
 
 _base_ = [
     "./faster_rcnn_r50_fpg_crop640_50e_coco.py",

@@ -3,7 +3,8 @@
 Seed row: mmdetection FPG, Faster R-CNN FPG 50e: Mem 20.0 GB, box AP 42.2
 (checkpoint faster_rcnn_r50_fpg_crop640_50e_coco-76220505.pth).
 
-As mmdetection's ``faster-rcnn_r50_fpg_crop640-50e_coco``: FPG of 9 stages over C2-C5 (P6 by max-pool of the top lateral), SyncBN with gradients in the grid; batch padded to /64."""
+As mmdetection's ``faster-rcnn_r50_fpg_crop640-50e_coco``: FPG of 9 stages over C2-C5 (P6 by
+max-pool of the top lateral), SyncBN with gradients in the grid; batch padded to /64."""
 
 _base_ = [
     "../_base_/models/faster_rcnn_r50_fpn.py",

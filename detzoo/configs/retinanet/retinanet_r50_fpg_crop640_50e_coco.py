@@ -3,7 +3,9 @@
 Seed row: mmdetection FPG, RetinaNet FPG 50e: Mem 20.8 GB, box AP 40.5
 (checkpoint retinanet_r50_fpg_crop640_50e_coco-46fdd1c6.pth).
 
-As mmdetection's ``retinanet_r50_fpg_crop640_50e_coco``: FPG of 9 stages over C3-C5 (P6 / P7 by stride-2 convs on the top lateral), SyncBN with gradients in the grid and per level in the head; negatives below IoU 0.5; batch padded to /128."""
+As mmdetection's ``retinanet_r50_fpg_crop640_50e_coco``: FPG of 9 stages over C3-C5 (P6 / P7
+by stride-2 convs on the top lateral), SyncBN with gradients in the grid and per level in
+the head; negatives below IoU 0.5; batch padded to /128."""
 
 _base_ = [
     "../_base_/models/retinanet_r50_fpn.py",

@@ -16,6 +16,8 @@ _base_ = [
 ]
 model = dict(
     size_divisibility=128,
-    neck=dict(_delete_=True, type="NASFPN", in_features=["c3", "c4", "c5"], out_channels=256, num_stages=7, norm="SyncBN"),
+    neck=dict(
+        _delete_=True, type="NASFPN", in_features=["c3", "c4", "c5"], out_channels=256, num_stages=7, norm="SyncBN"
+    ),
     dense_head=dict(head=dict(norm="SyncBN"), bg_iou=0.5),
 )

@@ -137,7 +137,8 @@ def class_list(meta: Mapping[str, Any], num_classes: int) -> tuple[list[str], li
     from torchvision.models._meta import _COCO_CATEGORIES
 
     names = (meta.get("dataset_meta") or {}).get("classes") or meta.get("CLASSES")
-    names = list(names) if names is not None and len(names) == num_classes else [f"class_{i}" for i in range(num_classes)]
+    names = (list(names) if names is not None and len(names) == num_classes
+             else [f"class_{i}" for i in range(num_classes)])
     if all(n in _COCO_CATEGORIES for n in names):
         return names, [_COCO_CATEGORIES.index(n) for n in names]
     return names, list(range(1, num_classes + 1))

@@ -42,7 +42,9 @@ def rename_keys(
         elif not shared:
             raise ValueError(f"{toolbox} checkpoint keys {origin[new]} and {key} would both become {new}")
         elif not (out[new].shape == value.shape and bool((out[new] == value).all())):
-            raise ValueError(f"{toolbox} checkpoint keys {origin[new]} and {key} share {new} but hold different tensors")
+            raise ValueError(
+                f"{toolbox} checkpoint keys {origin[new]} and {key} share {new} but hold different tensors"
+            )
     if unmatched:
         shown = ", ".join(unmatched[:8]) + (", ..." if len(unmatched) > 8 else "")
         raise ValueError(f"{len(unmatched)} {toolbox} checkpoint key(s) have no detzoo counterpart: {shown}")

@@ -73,7 +73,9 @@ RETINANET_CONVENTIONS: dict[str, object] = {
     **PIXELS,
     "model.dense_head.detections_per_image": 300,
     "model.neck.top_block.in_feature": "p5",
-    "model.dense_head.anchor_generator.sizes": [[s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))] for s in (32, 64, 128, 256, 512)],
+    "model.dense_head.anchor_generator.sizes": [
+        [s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))] for s in (32, 64, 128, 256, 512)
+    ],
     "model.dense_head.anchor_generator.round_base": True,
     "model.dense_head.anchor_generator.strides_from_grid": True,
 }
