@@ -11,8 +11,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from detzoo.config import ConfigError, apply_overrides, load_config
-from detzoo.data.coco import read_image, rgb_array, rgb_tensor
 from detzoo.data.build import build_transform
+from detzoo.data.images import read_image, rgb_array, rgb_tensor
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
 from detzoo.engine.checkpoint import CheckpointError, load_state

@@ -184,7 +184,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from detzoo.api import load_model
-    from detzoo.data.coco import read_rgb
+    from detzoo.data.images import read_rgb
     from detzoo.files import atomic_write, refuse_overwriting
     from detzoo.visualize import draw_detections, drawing_paths, to_jsonable
 

@@ -35,7 +35,7 @@ from pycocotools import mask as mask_utils
 
 import detzoo
 from detzoo.cli import main
-from detzoo.data.coco import read_rgb
+from detzoo.data.images import read_rgb
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
 from detzoo.engine import trainer
