@@ -39,9 +39,9 @@ from pycocotools.coco import COCO
 from torch import Tensor
 
 from detzoo.data.images import read_image
+from detzoo.data.proposals import load_proposals, proposals_for
 from detzoo.data.transforms import Transform
 from detzoo.errors import DataError, MissingFileError
-from detzoo.evaluation.proposals import load_proposals, proposals_for
 from detzoo.evaluation.coco import coco_index
 from detzoo.evaluation.segmentation import finite_numbers, rles_to_masks, segmentation_problem, to_rle
 from detzoo.structures import Instances, Size
