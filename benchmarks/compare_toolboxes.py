@@ -78,7 +78,8 @@ sys.path.insert(0, str(ROOT))  # devtools
 
 import detzoo  # noqa: E402
 from detzoo.cli import main as cli  # noqa: E402
-from detzoo.data.coco import CocoDataset, read_rgb, rgb_tensor  # noqa: E402
+from detzoo.data.coco import CocoDataset  # noqa: E402
+from detzoo.data.images import read_rgb, rgb_tensor  # noqa: E402
 from detzoo.engine.checkpoint import load_checkpoint  # noqa: E402
 from detzoo.errors import UserError  # noqa: E402
 from detzoo.api import Detector  # noqa: E402

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))  # devtools
 
 import detzoo  # noqa: E402
 from detzoo.cli import main as cli  # noqa: E402
-from detzoo.data.coco import read_image  # noqa: E402
+from detzoo.data.images import read_image  # noqa: E402
 from detzoo.export.onnx import load_onnx_detector  # noqa: E402
 from devtools.reference_models import IMAGES, torchvision_model  # noqa: E402
 from common import nearest_twins  # noqa: E402

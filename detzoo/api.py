@@ -11,13 +11,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from detzoo.config import ConfigError, apply_overrides, load_config
-from detzoo.data.coco import read_image, rgb_array, rgb_tensor
 from detzoo.data.build import build_transform
+from detzoo.data.images import read_image, rgb_array, rgb_tensor
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model
-from detzoo.engine.checkpoint import CheckpointError, load_state
+from detzoo.engine.checkpoint import load_state
 from detzoo.engine.inference import predict_images
 from detzoo.engine.tta import build_tta
+from detzoo.errors import CheckpointError
 from detzoo.structures import Instances
 from detzoo.zoo.converters import CONVENTION_KEYS
 from detzoo.zoo.weights import read_detector, read_weights

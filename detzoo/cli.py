@@ -184,7 +184,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from detzoo.api import load_model
-    from detzoo.data.coco import read_rgb
+    from detzoo.data.images import read_rgb
     from detzoo.files import atomic_write, refuse_overwriting
     from detzoo.visualize import draw_detections, drawing_paths, to_jsonable
 
@@ -223,7 +223,8 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     from detzoo.api import build_detector
     from detzoo.config import load_config
-    from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from detzoo.engine.checkpoint import load_checkpoint, save_checkpoint
+    from detzoo.errors import CheckpointError
     from detzoo.files import refuse_overwriting
     from detzoo.zoo.converters import convert_checkpoint
 
@@ -264,7 +265,8 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from detzoo.engine.checkpoint import publish_checkpoint, sha256_file
+    from detzoo.download import sha256_file
+    from detzoo.engine.checkpoint import publish_checkpoint
 
     src = Path(args.checkpoint)
     published = publish_checkpoint(src, args.out or src.parent, name=args.name or src.absolute().parent.name)
@@ -277,7 +279,7 @@ def add_verify_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from detzoo.engine.checkpoint import verify_file
+    from detzoo.download import verify_file
 
     print(f"{args.file}: OK (sha256 {verify_file(args.file, sha256=args.sha256)})")
 

@@ -4,12 +4,12 @@ annotation, an argument), as opposed to bugs.
 The ``detzoo`` command prints a ``UserError`` as one line, ``detzoo CMD: error: MESSAGE``,
 and exits with 2; its message names the culprit (file, key, annotation id). Every check of
 input raises one where it finds the fault: ``ConfigError`` (``detzoo.config``),
-``CheckpointError`` (``detzoo.engine.checkpoint``), ``NonFiniteLossError``
-(``detzoo.engine.hooks``) and the classes below. Anything else that escapes a command is
-a bug and shows its traceback, except an ``OSError`` that the operating system raised about
-a file (permissions, a folder where a file should be), which is shown as one line too. Each
-class also derives from the standard exception a Python caller would expect (``DataError``
-is a ``ValueError``, ``MissingFileError`` a ``FileNotFoundError``).
+``NonFiniteLossError`` (``detzoo.engine.hooks``) and the classes below. Anything else that
+escapes a command is a bug and shows its traceback, except an ``OSError`` that the
+operating system raised about a file (permissions, a folder where a file should be), which
+is shown as one line too. Each class also derives from the standard exception a Python
+caller would expect (``DataError`` is a ``ValueError``, ``MissingFileError`` a
+``FileNotFoundError``, ``CheckpointError`` a ``RuntimeError``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ class DataError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file that the input names does not exist."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file is unreadable, refused, or fails its hash check."""
 
 
 class OutputError(UserError):

@@ -35,13 +35,13 @@ from pycocotools import mask as mask_utils
 
 import detzoo
 from detzoo.cli import main
-from detzoo.data.coco import read_rgb
+from detzoo.data.images import read_rgb
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
 from detzoo.engine import trainer
-from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detzoo.engine.checkpoint import load_checkpoint, save_checkpoint
 from detzoo.engine.schedule import WarmupMultiStepLR
-from detzoo.errors import DataError
+from detzoo.errors import CheckpointError, DataError
 from detzoo.evaluation.coco import coco_index, evaluate_coco
 from tests.conftest import TESTS, tiny_config
 

@@ -14,10 +14,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from detzoo.api import load_model
 from detzoo.cli import main
 from detzoo.config import load_config
+from detzoo.data.proposals import save_proposals
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
 from detzoo.engine.checkpoint import save_checkpoint
-from detzoo.evaluation.proposals import save_proposals
 from detzoo.tools.benchmark import (
     PEAK_SHAPE,
     conv_peak,

@@ -7,16 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from detzoo.download import fetch_checkpoint, sha256_file
 from detzoo.engine.checkpoint import (
-    CheckpointError,
-    fetch_checkpoint,
     get_rng_state,
     load_checkpoint,
     publish_checkpoint,
     save_checkpoint,
     set_rng_state,
-    sha256_file,
 )
+from detzoo.errors import CheckpointError
 
 
 class Payload:

@@ -27,8 +27,9 @@ import torch
 import detzoo
 from detzoo.api import build_detector
 from detzoo.config import load_config
-from detzoo.data.coco import read_image
-from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, load_pickle
+from detzoo.data.images import read_image
+from detzoo.engine.checkpoint import load_checkpoint, load_pickle
+from detzoo.errors import CheckpointError
 from detzoo.layers.anchors import AnchorGenerator
 from detzoo.layers.norm import build_norm
 from detzoo.structures import Instances

@@ -18,7 +18,7 @@ import torch
 
 import detzoo
 from detzoo.cli import main
-from detzoo.data.coco import read_image
+from detzoo.data.images import read_image
 from detzoo.engine.checkpoint import save_checkpoint
 
 pytest.importorskip("onnxruntime")

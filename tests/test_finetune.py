@@ -19,8 +19,8 @@ from detzoo.cli import main
 from detzoo.config import dump_config, merge
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
-from detzoo.engine.checkpoint import CheckpointError
 from detzoo.engine.initialize import transfer_weights
+from detzoo.errors import CheckpointError
 from detzoo.zoo.converters import detect_format
 
 # a tiny RetinaNet on the tiny Faster R-CNN's backbone and neck (sigmoid scores: a class

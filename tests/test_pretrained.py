@@ -22,11 +22,12 @@ from devtools.reference_models import import_mmdet
 from detzoo.backbones.resnet import ResNet
 from detzoo.backbones.imagenet import WEIGHTS, ImageNetWeights, PretrainedError
 from detzoo.config import apply_overrides, load_config, merge
-from detzoo.data.coco import read_image
+from detzoo.data.images import read_image
 from detzoo.detectors.build import build_model
-from detzoo.engine.checkpoint import CheckpointError, sha256_file
+from detzoo.download import sha256_file
 from detzoo.engine.initialize import init_backbone
 from detzoo.engine.trainer import train
+from detzoo.errors import CheckpointError
 from detzoo.zoo.metafile import load_zoo
 
 IMAGE = TESTS / "data" / "coco" / "images" / "000000000338.jpg"

@@ -7,8 +7,9 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detzoo.data.proposals import load_proposals, proposals_for, save_proposals
 from detzoo.evaluation.coco import coco_index
-from detzoo.evaluation.proposals import evaluate_proposals, load_proposals, proposals_for, save_proposals
+from detzoo.evaluation.proposals import evaluate_proposals
 
 IMAGES = {1: (200, 300), 2: (240, 320), 3: (180, 260), 4: (220, 220)}  # id -> (h, w); 4 gets no proposals
 CATEGORIES = (1, 2, 3)  # 1 is person

@@ -12,7 +12,8 @@ from PIL import Image
 
 from detzoo.config import load_config
 from detzoo.data.build import build_transform
-from detzoo.data.coco import CocoDataset, read_image
+from detzoo.data.coco import CocoDataset
+from detzoo.data.images import read_image
 from detzoo.data.transforms import Compose, Normalize, Pad, RandomCrop, RandomFlip, Resize
 from detzoo.structures import Instances, PixelFormat, scale_boxes
 from devtools.reference_models import import_mmdet

@@ -13,7 +13,7 @@ from torch import nn
 from detzoo.api import build_detector
 from detzoo.cli import main
 from detzoo.config import ConfigError, apply_overrides, load_config
-from detzoo.data.coco import read_image
+from detzoo.data.images import read_image
 from detzoo.data.synthetic import data_overrides
 from detzoo.data.transforms import hflip_instances
 from detzoo.engine import tta as tta_module

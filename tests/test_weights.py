@@ -29,7 +29,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 import detzoo
 from detzoo.cli import main
 from detzoo.data.synthetic import data_overrides
-from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_file
+from detzoo.download import sha256_file
+from detzoo.engine.checkpoint import load_checkpoint, save_checkpoint
+from detzoo.errors import CheckpointError
 from detzoo.zoo.converters import mmdet, torchvision
 from detzoo.zoo.converters import convert_checkpoint
 from detzoo.zoo.metafile import load_zoo

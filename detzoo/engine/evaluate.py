@@ -14,12 +14,13 @@ from tqdm import tqdm
 
 from detzoo.data.coco import CocoDataset, Sample
 from detzoo.data.loader import build_test_loader
+from detzoo.data.proposals import save_proposals
 from detzoo.engine import distributed
 from detzoo.engine.inference import predict_images
 from detzoo.engine.tta import TestTimeAug
 from detzoo.errors import DataError
 from detzoo.evaluation.coco import evaluate_coco, instances_to_coco_results, write_results
-from detzoo.evaluation.proposals import evaluate_proposals, save_proposals
+from detzoo.evaluation.proposals import evaluate_proposals
 from detzoo.evaluation.types import BBOX, KEYPOINTS, PROPOSALS, SEGM
 from detzoo.structures import Instances
 

@@ -29,7 +29,9 @@ from detzoo.backbones.imagenet import (
     to_resnet_state,
 )
 from detzoo.detectors.model import DetectionModel
-from detzoo.engine.checkpoint import CheckpointError, cache_dir, fetch_checkpoint, load_checkpoint
+from detzoo.download import cache_dir, fetch_checkpoint
+from detzoo.engine.checkpoint import load_checkpoint
+from detzoo.errors import CheckpointError
 from detzoo.structures import ClassRows
 
 _COUNTER = "num_batches_tracked"

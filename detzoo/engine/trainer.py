@@ -23,13 +23,14 @@ from detzoo.data.loader import build_train_loader
 from detzoo.detectors.build import build_model, num_classes_key
 from detzoo.detectors.model import DetectionModel
 from detzoo.engine import distributed
-from detzoo.engine.checkpoint import CheckpointError, load_checkpoint, load_state, set_rng_state
+from detzoo.engine.checkpoint import load_checkpoint, load_state, set_rng_state
 from detzoo.engine.evaluate import compare_classes, evaluate, model_inputs
 from detzoo.engine.hooks import Checkpointer, EvalHook, Hook, IterationTimer, LogWriter, TrainingLog
 from detzoo.engine.initialize import init_backbone, transfer_weights
 from detzoo.engine.inference import autocast_dtype
 from detzoo.engine.schedule import WarmupMultiStepLR, check_optim, resolve_schedule, scale_lr
 from detzoo.engine.workdir import CHECKPOINT, FINAL, claim_work_dir, remove_earlier_run
+from detzoo.errors import CheckpointError
 from detzoo.layers.norm import is_norm
 from detzoo.version import __version__
 

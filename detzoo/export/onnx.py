@@ -58,9 +58,8 @@ from detzoo.api import Detector, build_detector, config_with_meta
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.build import build_transform
 from detzoo.detectors.model import DetectionModel, postprocess
-from detzoo.engine.checkpoint import CheckpointError
 from detzoo.files import atomic_write
-from detzoo.errors import InputError, MissingFileError
+from detzoo.errors import CheckpointError, InputError, MissingFileError
 from detzoo.structures import Instances, PixelFormat, Size
 from detzoo.tools.benchmark import flops_input
 from detzoo.zoo.weights import read_weights

@@ -74,7 +74,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from detzoo.api import load_model
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.build import build_dataset, model_targets
-from detzoo.data.coco import CocoDataset, read_image
+from detzoo.data.coco import CocoDataset
+from detzoo.data.images import read_image
 from detzoo.data.loader import build_train_loader
 from detzoo.data.transforms import Compose
 from detzoo.detectors.build import build_model

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from detzoo.config import ConfigError, check_keys, config_root
-from detzoo.engine.checkpoint import hash_in_name
+from detzoo.download import hash_in_name
 from detzoo.engine.inference import AMP_DTYPES
 from detzoo.evaluation.types import EVAL_TYPES
 from detzoo.files import atomic_write

@@ -11,7 +11,7 @@ file (``detzoo test CONFIG NAME``, ``load_model(config, checkpoint=NAME)``) come
   every file ``model_final.pkl`` and publishes its md5 at ``<URL>.md5sum``: such a file is
   cached as ``<zoo model name>-model_final.pkl``, its md5 file beside it as
   ``<zoo model name>-model_final.pkl.md5sum``. Files are checked on every use
-  (``detzoo.engine.checkpoint.fetch_checkpoint``); a file failing the check is removed. A
+  (``detzoo.download.fetch_checkpoint``); a file failing the check is removed. A
   download that fails says which URL to fetch and the path to put it at (and the md5 file's),
   so working offline is putting the files there by hand.
 * Conversion: every time, in memory. The converters rename keys and move a few rows, a
@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detzoo.engine.checkpoint import CheckpointError, cache_dir, fetch_checkpoint, load_checkpoint
-from detzoo.errors import MissingFileError
+from detzoo.download import cache_dir, fetch_checkpoint
+from detzoo.engine.checkpoint import load_checkpoint
+from detzoo.errors import CheckpointError, MissingFileError
 from detzoo.zoo.converters import CONVERTERS, convert_checkpoint, detect_format
 from detzoo.zoo.metafile import ZooError, find_model
 
