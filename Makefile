@@ -20,14 +20,15 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check detzoo tests benchmarks devtools
 
-# the linter, the suite, then the package as pip installs it (sdist + wheel, a fresh venv, used from a temp folder)
+# the linter, the suite (one pytest-xdist worker per core), then the package as pip installs it
+# (sdist + wheel, a fresh venv, used from a temp folder)
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 	tests/wheel_smoke.sh $(PY)
 
 # while developing: the linter, then the suite without the slow, parity and distributed tiers (tests/conftest.py)
 test-quick: lint
-	$(PY) -m pytest -q -m "not slow and not parity and not distributed"
+	$(PY) -m pytest -q -n auto -m "not slow and not parity and not distributed"
 
 clean:
 	rm -rf $(VENV) demo_out work_dirs

@@ -17,19 +17,27 @@ TIERS = {
 }
 
 
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # pytest-xdist's, 1 without it
+
+
 def pytest_configure(config) -> None:
     """Under pytest-xdist (`make test` runs ``-n auto``), each worker takes its share of the
     cores, so that the workers' threads do not outnumber them."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    if WORKERS > 1:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // WORKERS))
 
 
 def pytest_collection_modifyitems(items) -> None:
+    """Mark each test with its file's tier; under pytest-xdist, hand out the tiers' tests
+    first (parity, distributed, slow: the long ones), so that the short ones fill in beside
+    them rather than one long test finishing the run alone."""
+    rank = {name: i for i, files in enumerate(TIERS.values()) for name in files}
     for item in items:
         for marker, files in TIERS.items():
             if item.path.name in files:
                 item.add_marker(marker)
+    if WORKERS > 1:
+        items.sort(key=lambda item: rank.get(item.path.name, len(TIERS)))
 
 
 @pytest.fixture(scope="session")
