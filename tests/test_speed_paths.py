@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import detzoo
+from detzoo.detectors.model import memory_format
 from detzoo.layers.norm import ConvWS2d, FrozenBatchNorm2d, build_norm, conv_norm_forward
 
 IMAGE = sorted((Path(__file__).parent / "data" / "coco" / "images").glob("*.jpg"))[0]
@@ -74,6 +75,20 @@ def test_features_are_channels_last():
     with torch.inference_mode():
         features = model.features(batch)
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in features.values())
+
+
+@pytest.mark.parametrize("capability, layout", [("AVX2", torch.contiguous_format), ("AVX512", torch.channels_last),
+                                                ("AVX512_BF16", torch.channels_last)])
+def test_training_layout_follows_the_cpu(monkeypatch, capability, layout):
+    """Training runs NCHW on a CPU without AVX-512 (its channels-last conv backward is slow),
+    channels-last elsewhere; inference is channels-last everywhere."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert memory_format(torch.device("cpu"), training=True) == layout
+    assert memory_format(torch.device("cpu"), training=False) == torch.channels_last
+    assert memory_format(torch.device("cuda", 0), training=True) == torch.channels_last
+    model = detzoo.load_model(TINY).model.train()
+    features = model.features(model.preprocess([torch.rand(3, 64, 96)], None))
+    assert all(f.is_contiguous(memory_format=layout) for f in features.values())
 
 
 def test_compiled_network_predicts_as_the_eager_one():
