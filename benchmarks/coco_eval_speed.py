@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))  # detzoo and devtools of this checkout
 from detzoo.evaluation.coco import run_cocoeval  # noqa: E402
 from devtools.coco_reference import make_coco as fresh_coco  # noqa: E402
 
-COCO128 = Path("/work/shared/data/coco128/annotations")
+COCO128 = ROOT.parent / "shared/data/coco128/annotations"  # the checkout sits beside shared/
 
 
 def load_dataset(path: Path) -> dict:

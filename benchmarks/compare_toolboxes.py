@@ -394,7 +394,7 @@ def parse_args() -> argparse.Namespace:
                         + "; mmdetection's: the others")
     parser.add_argument("--images", nargs="+", type=Path, default=IMAGES,
                         help="images to time inference on (default: the 3 in tests/data/coco/images; more e.g. "
-                        "in /work/shared/data/coco128/train2017)")
+                        "in ../shared/data/coco128/train2017)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch (and OpenCV) threads of every toolbox, training processes included "
                         "(default: torch's, %(default)s here)")
