@@ -133,7 +133,7 @@ def torchvision_side(family: str, images: list[np.ndarray], tmp: Path, device: t
         name="torchvision",
         inputs=images,
         call=lambda rgb: model([to_tensor(rgb).to(device)])[0],
-        numpy=lambda out: {"boxes": out["boxes"].cpu().numpy(), "scores": out["scores"].cpu().numpy(),
+        numpy=lambda out: {"boxes": out["boxes"].float().cpu().numpy(), "scores": out["scores"].float().cpu().numpy(),
                            "labels": out["labels"].cpu().numpy() - 1},  # torchvision's background is label 0
     )
     return side, detzoo.load_model(config, dst, device=str(device)), {"torchvision": src, "detzoo": dst}
@@ -157,7 +157,7 @@ def mmdet_side(name: str, images: list[np.ndarray], tmp: Path, device: torch.dev
         name="mmdet",
         inputs=[np.ascontiguousarray(rgb[..., ::-1]) for rgb in images],  # mmcv's BGR
         call=lambda bgr: inference_detector(model, bgr, test_pipeline=pipeline).pred_instances,
-        numpy=lambda out: {"boxes": out.bboxes.cpu().numpy(), "scores": out.scores.cpu().numpy(),
+        numpy=lambda out: {"boxes": out.bboxes.float().cpu().numpy(), "scores": out.scores.float().cpu().numpy(),
                            "labels": out.labels.cpu().numpy()},
     )
     return side, detector.to(device), {}
