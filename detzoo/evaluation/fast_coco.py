@@ -485,7 +485,10 @@ def _rles(coco_gt: COCO, items: Sequence[dict], what: str) -> list[dict]:
     """The items' segmentations as compressed RLEs (``to_rle``) in the size of the item's image;
     one that is a compressed RLE already is ``to_rle``'s answer itself, taken without looking
     its image up (21,650 results of coco_eval_speed.py: 6 ms, not 11)."""
+    def in_its_image(segm: list | dict, item: dict) -> dict:
+        image = coco_gt.imgs[item["image_id"]]
+        return to_rle(segm, image["height"], image["width"])
+
     segms = _values(items, "segmentation", what)
-    return [segm if isinstance(segm, dict) and isinstance(segm["counts"], (str, bytes))
-            else to_rle(segm, coco_gt.imgs[item["image_id"]]["height"], coco_gt.imgs[item["image_id"]]["width"])
+    return [segm if isinstance(segm, dict) and isinstance(segm["counts"], (str, bytes)) else in_its_image(segm, item)
             for segm, item in zip(segms, items)]
