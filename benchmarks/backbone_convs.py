@@ -12,24 +12,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from detzoo.tools.benchmark import conv_peak
-
-
-def best_of(fn, calls: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+from detzoo.tools.benchmark import best_seconds, conv_peak
 
 
 def main() -> None:
@@ -60,8 +49,8 @@ def main() -> None:
                 seconds = []
                 for layout in (torch.channels_last, torch.contiguous_format):
                     xs, ws = x.contiguous(memory_format=layout), conv.weight.contiguous(memory_format=layout)
-                    seconds.append(best_of(functools.partial(F.conv2d, xs, ws, None, conv.stride, conv.padding),
-                                           args.calls))
+                    conv_call = functools.partial(F.conv2d, xs, ws, None, conv.stride, conv.padding)
+                    seconds.append(best_seconds(conv_call, torch.device("cpu"), args.calls))
                 measured[key] = (flops, *seconds)
                 print(f"{key[0]:<5d}{key[1]:<5d}{key[2]}x{key[2]}    {key[3]}      {str(list(x.shape[1:])):16s} "
                       f"{flops / 1e9:6.2f}  {flops / seconds[0] / 1e9:8.0f}  {flops / seconds[1] / 1e9:8.0f}")

@@ -341,6 +341,7 @@ def _match(ious: np.ndarray, pairs: _Pairs, gt: _GroundTruth, dt: _Detections, p
     rank[by_iou] = np.arange(len(ious)) - row_start + 1  # 1, 2, ... within each detection's row
     column_by_rank = pairs.obj[by_iou] - gt.start[dt.group[pairs.det[by_iou]]]
     out = np.full((num_a, len(thresholds), len(dt.group)), len(gt.id), dtype=np.int32)
+    # buckets by powers of 4 of the ground-truth count: fewer steps than powers of 2, for a little padding
     buckets = np.ceil(np.log2(gt.count[pairs.groups]) / 2).astype(np.int64)
     for bucket in np.unique(buckets):
         members = np.nonzero(buckets == bucket)[0]

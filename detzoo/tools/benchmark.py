@@ -62,7 +62,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence, Sized
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence, Sized
 
 import numpy as np
 import torch
@@ -514,22 +514,29 @@ def conv_peak(
         if device.type == "cpu" and dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             notes[name] = "this CPU has no native bf16 (no AVX512-BF16 / AMX): emulated"
         args = [t.to(device, dtype).contiguous(memory_format=torch.channels_last) for t in (x, weight)]
-        best = float("inf")
         try:
             with torch.inference_mode():
-                for call in range(calls + 1):
-                    synchronize(device)
-                    start = time.perf_counter()
-                    F.conv2d(*args, padding=1)
-                    synchronize(device)
-                    seconds = time.perf_counter() - start
-                    if call:  # the first call is the warm-up
-                        best = min(best, seconds)
+                best = best_seconds(lambda args=args: F.conv2d(*args, padding=1), device, calls)
         except RuntimeError as e:
             rates[name], notes[name] = None, f"skipped: {device.type} does not run a {name} convolution ({e})"
             continue
         rates[name] = flops / best / 1e9
     return ConvPeak(shape=tuple(shape), calls=calls, gflops_s=rates, notes=notes)
+
+
+def best_seconds(fn: Callable[[], object], device: torch.device, calls: int) -> float:
+    """The fastest of ``calls`` timed calls of ``fn`` after one warm-up call (timed too, not
+    counted), each between synchronisations of ``device``."""
+    best = float("inf")
+    for call in range(calls + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        if call:  # the first call is the warm-up
+            best = min(best, seconds)
+    return best
 
 
 def _memory_gb(device: torch.device) -> float:
