@@ -56,22 +56,32 @@ def calibrate_frozen_bn(model: torch.nn.Module, image: Path) -> None:
     """Each frozen BN's running mean / variance := the per-channel statistics of its input
     on ``image`` (one pass with pre-hooks), so that activations keep their scale layer
     after layer as in a trained network. With random statistics they grow, and with them
-    the float rounding of any two ways to compute the same network."""
+    the float rounding of any two ways to compute the same network. The frozen BNs are all
+    in the ResNet body, so the pass goes through the model's own transform and the body
+    alone (the heads after it, e.g. the keypoint head's eight 512-channel convolutions on
+    each detection, would change nothing)."""
+
+    frozen = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    calibrated = set()
 
     def calibrate(module, inputs):
         module.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
         module.running_var.copy_(inputs[0].var(dim=(0, 2, 3)))
+        calibrated.add(module)
 
-    hooks = [m.register_forward_pre_hook(calibrate) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    hooks = [m.register_forward_pre_hook(calibrate) for m in frozen]
     try:
         with torch.no_grad():
-            model([to_tensor(Image.open(image).convert("RGB"))])
+            images, _ = model.transform([to_tensor(Image.open(image).convert("RGB"))])
+            model.backbone.body(images.tensors)
     finally:
         for h in hooks:
             h.remove()
+    if len(calibrated) != len(frozen):
+        raise RuntimeError(f"{len(frozen) - len(calibrated)} frozen BNs are outside the backbone's body")
 
 
-def torchvision_model(family: str) -> torch.nn.Module:
+def torchvision_model(family: str, *, calibrated: bool = True) -> torch.nn.Module:
     """As torchvision's ``*_resnet50_fpn`` builders assemble them (RetinaNet: C3-C5, P6 / P7
     from P5), from a seeded random init with random frozen-BN weights and biases, and
     statistics calibrated on the first test image (``calibrate_frozen_bn``)."""
@@ -99,7 +109,8 @@ def torchvision_model(family: str) -> torch.nn.Module:
         else:
             model.roi_heads.box_predictor.cls_score.weight.mul_(score_scale)
     model.eval()
-    calibrate_frozen_bn(model, IMAGES[0])
+    if calibrated:
+        calibrate_frozen_bn(model, IMAGES[0])
     return model
 
 
@@ -202,7 +213,8 @@ def condition_weights(model: torch.nn.Module, calibration_image, *, seed: int = 
     * residual gains: the last norm of every ResNet block scaled to [0.1, 0.3], so rounding
       differences do not grow block after block;
     * BN running statistics: the per-channel mean / variance of their actual input on
-      ``calibration_image`` (a pre-hook during one inference pass), i.e. non-trivial;
+      ``calibration_image`` (a pre-hook during one inference pass, none without BNs),
+      i.e. non-trivial;
     * scores: the RoI classifier's weights times ``cls_scale`` and RetinaNet's class bias
       at ``retina_prior``, so that detections clear the 0.05 threshold; RetinaNet's class
       and box convs times ``retina_scale``, so that its scores stay below saturation
@@ -242,6 +254,8 @@ def condition_weights(model: torch.nn.Module, calibration_image, *, seed: int = 
 
     hooks = [m.register_forward_pre_hook(calibrate) for m in model.modules()
              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not hooks:  # e.g. GN + WS throughout: nothing to calibrate
+        return
     try:
         inference_detector(model, calibration_image)
     finally:
