@@ -16,6 +16,10 @@ compiled ops replaced by torchvision.ops).
 - **Precisions** (``--precisions``): fp32, and bf16 with both toolboxes under
   ``torch.autocast`` (detzoo through ``runtime.amp="bf16"``, the reference by wrapping its
   call), one table row per model and precision; % of each peak for each.
+- **Test size** (``--test-size SHORT MAX``, torchvision's models): in inference both toolboxes resize
+  the short side to SHORT, the long one at most MAX, in place of 800 / 1333 (torchvision's
+  ``transform.min_size`` / ``max_size``, detzoo's ``data.test_scale`` / ``data.max_size``): for
+  precisions whose convolutions this machine only emulates (bf16 without AVX-512 BF16 or AMX).
 - **Inference**, batch 1: each timed call goes from the decoded image (HxWx3 uint8, in
   memory: reading the file is not timed) to detections in its pixels. detzoo:
   ``Detector.predict(array)``, its public path (to float, resize, normalise, network,
@@ -119,10 +123,16 @@ def decode(path: str | Path) -> np.ndarray:
     return read_rgb(path).copy()
 
 
-def torchvision_side(family: str, images: list[np.ndarray], tmp: Path, device: torch.device):
+def torchvision_side(family: str, images: list[np.ndarray], tmp: Path, device: torch.device,
+                     test_size: tuple[int, int] | None = None):
     """torchvision's seeded model on ``images`` and detzoo's converted from its state dict
-    (saved in ``tmp``): (reference Side, detector, the two weight files)."""
+    (saved in ``tmp``), both resizing to ``test_size`` (short side, long side at most) when
+    given: (reference Side, detector, the two weight files)."""
     model = torchvision_model(family)
+    overrides = []
+    if test_size is not None:
+        (model.transform.min_size, model.transform.max_size) = ((test_size[0],), test_size[1])
+        overrides = [f"data.test_scale={test_size[0]}", f"data.max_size={test_size[1]}"]
     config = MODELS[family][1]
     src, dst = tmp / f"{family}_torchvision.pth", tmp / f"{family}_detzoo.pth"
     torch.save(model.state_dict(), src)
@@ -136,7 +146,8 @@ def torchvision_side(family: str, images: list[np.ndarray], tmp: Path, device: t
         numpy=lambda out: {"boxes": out["boxes"].float().cpu().numpy(), "scores": out["scores"].float().cpu().numpy(),
                            "labels": out["labels"].cpu().numpy() - 1},  # torchvision's background is label 0
     )
-    return side, detzoo.load_model(config, dst, device=str(device)), {"torchvision": src, "detzoo": dst}
+    detector = detzoo.load_model(config, dst, device=str(device), overrides=overrides)
+    return side, detector, {"torchvision": src, "detzoo": dst}
 
 
 def mmdet_side(name: str, images: list[np.ndarray], tmp: Path, device: torch.device):
@@ -231,8 +242,10 @@ def measure_inference(name: str, args, tmp: Path, images: list[np.ndarray],
     """The inference rows of ``name``, one per precision (without % of peak), and the
     weight files for its training."""
     toolbox, config = MODELS[name]
-    build = torchvision_side if toolbox == "torchvision" else mmdet_side
-    reference, detector, weights = build(name, images, tmp, device)
+    if toolbox == "torchvision":
+        reference, detector, weights = torchvision_side(name, images, tmp, device, args.test_size)
+    else:
+        reference, detector, weights = mmdet_side(name, images, tmp, device)
     shapes = [tuple(detector.transform(rgb_tensor(rgb))[0].shape[-2:]) for rgb in images]
     gflops = {shape: count_complexity(detector.model, shape).gflops for shape in set(shapes)}
     rows = []
@@ -407,6 +420,9 @@ def parse_args() -> argparse.Namespace:
                         help="untimed inference rounds, each over all images (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=3,
                         help="timed inference rounds, each over all images (default: %(default)s)")
+    parser.add_argument("--test-size", nargs=2, type=int, metavar=("SHORT", "MAX"),
+                        help="torchvision's models: both toolboxes resize the short side to SHORT, the long one "
+                        "at most MAX (default: the configs' 800 1333)")
     parser.add_argument("--peak-repeats", type=int, default=5,
                         help="timed convolutions per dtype for the conv peaks (default: %(default)s)")
     parser.add_argument("--precisions", nargs="+", choices=PEAK_DTYPES, default=["fp32"],
@@ -450,6 +466,11 @@ def parse_args() -> argparse.Namespace:
     if any(MODELS[m][0] == "mmdet" for m in args.models) and importlib.util.find_spec("mmdet") is None:
         parser.error("the mmdetection models need mmdetection 3.3 (pip install -e '.[test]'); or pick --models "
                      + " ".join(TORCHVISION_FAMILIES))
+    if args.test_size is not None:
+        if min(args.test_size) < 32 or args.test_size[0] > args.test_size[1]:
+            parser.error(f"--test-size SHORT MAX: two sizes of at least 32, SHORT <= MAX, got {args.test_size}")
+        if mmdet := [m for m in args.models if MODELS[m][0] == "mmdet"]:
+            parser.error(f"--test-size is for torchvision's models; not for {' '.join(mmdet)}")
     if args.train_models is None:
         args.train_models = [m for m in ("faster", "mask") if m in args.models]
     if not_compared := [m for m in args.train_models if m not in args.models]:
