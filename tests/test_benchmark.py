@@ -18,6 +18,7 @@ from detzoo.data.proposals import save_proposals
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
 from detzoo.engine.checkpoint import save_checkpoint
+import detzoo.tools.benchmark as benchmark_module
 from detzoo.tools.benchmark import (
     PEAK_SHAPE,
     conv_peak,
@@ -243,6 +244,22 @@ def test_stage_split_names_the_model_stages_and_sums_to_x(config, stages):
     assert split.seconds["postprocess"] == split.postprocess_s
     assert list(split.gflops) == [*stages, "postprocess"] and all(split.gflops[name] > 0 for name in stages)
     assert split.total_gflops == pytest.approx(count_complexity(model, (64, 96)).gflops)
+
+
+def test_stage_split_flops_outside_the_stages_are_not_a_rounding_error(monkeypatch):
+    """The per-module FLOP counts of a Faster R-CNN R-50-FPN forward at 320x533, all inside its
+    four stages: divided into GFLOPs before the difference, the rest came out -1.4e-14."""
+    counts = {"Global": 93898334720, "DetectionModel.backbone": 28359720960, "DetectionModel.neck": 19719782400,
+              "DetectionModel.dense_head": 17210319360, "DetectionModel.roi_heads": 28608512000}
+
+    class Counter:
+        def get_flop_counts(self):
+            return {module: {torch.ops.aten.convolution: n} for module, n in counts.items()}
+
+    monkeypatch.setattr(benchmark_module, "_count_flops", lambda model, image: Counter())
+    split = split_stages(load_model(TINY).model, (64, 96), warmup=0, runs=1)
+    assert split.gflops == {"backbone": 28.35972096, "neck": 19.7197824, "dense_head": 17.21031936,
+                            "roi_heads": 28.608512, "postprocess": 0.0}
 
 
 def test_profile_splits_the_timed_training_iterations_into_stages(synth_data, tmp_path, capsys):

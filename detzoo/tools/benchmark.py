@@ -478,9 +478,11 @@ def split_stages(model: DetectionModel, shape: Size, *, warmup: int, runs: int, 
         speed = time_inference(model, itertools.repeat((image, shape, {}), warmup + runs), warmup=warmup,
                                input="stage split", amp=amp)
     seconds = {name: float(np.mean(calls[warmup:])) for name, calls in clock.items()}
-    counts = {name: sum(ops.values()) / 1e9 for name, ops in _count_flops(model, image).get_flop_counts().items()}
+    # integer FLOPs until the difference below is taken: in floats, equal totals left -1e-14 GFLOPs
+    counts = {name: sum(ops.values()) for name, ops in _count_flops(model, image).get_flop_counts().items()}
     root = type(model).__name__
-    gflops = {name: counts.get(f"{root}.{name}", 0.0) for name in seconds}
+    flops = {name: counts.get(f"{root}.{name}", 0) for name in seconds}
+    flops["postprocess"] = counts.get("Global", 0) - sum(flops.values())
     return StageSplit(
         input_shape=(3, *shape),
         runs=runs,
@@ -488,7 +490,7 @@ def split_stages(model: DetectionModel, shape: Size, *, warmup: int, runs: int, 
         model_s=speed.model_s,
         postprocess_s=speed.postprocess_s,
         seconds={**seconds, "other": speed.model_s - sum(seconds.values()), "postprocess": speed.postprocess_s},
-        gflops={**gflops, "postprocess": counts.get("Global", 0.0) - sum(gflops.values())},
+        gflops={name: n / 1e9 for name, n in flops.items()},
     )
 
 
