@@ -400,10 +400,10 @@ def _accumulate(match: np.ndarray, gt: _GroundTruth, dt: _Detections, params: Pa
     tps, fps = outcome == 1, (outcome == 0) & ~outside  # (A, T, detections by category and score)
     # only the (category, area range) pairs with ground truth are computed, the others stay -1
     gt_k, gt_a = np.nonzero(npig > 0)
-    npig = npig[gt_k, gt_a]
-    need = np.zeros((len(npig), num_r), dtype=np.int64)  # fewest true positives reaching each recall threshold
-    for n in np.unique(npig):
-        need[npig == n] = np.searchsorted(np.arange(n + 1, dtype=np.float64) / n, params.recThrs)
+    pair_npig = npig[gt_k, gt_a]
+    need = np.zeros((len(pair_npig), num_r), dtype=np.int64)  # fewest true positives reaching each recall threshold
+    for n in np.unique(pair_npig):
+        need[pair_npig == n] = np.searchsorted(np.arange(n + 1, dtype=np.float64) / n, params.recThrs)
     need = need.T[None]  # arrays [T, R, pair] from here, as COCOeval's [T, R, K, A]
     for m, max_det in enumerate(params.maxDets):
         kept = slice(None) if max_det >= params.maxDets[-1] else np.nonzero(rank < max_det)[0]
@@ -431,7 +431,7 @@ def _accumulate(match: np.ndarray, gt: _GroundTruth, dt: _Detections, params: Pa
         at_tp = np.where(reached, sorted_scores[d][nth], 0) if len(run) else 0.0
         evaluated["precision"][:, :, gt_k, gt_a, m] = np.where(reached, best[nth], 0) if len(run) else 0
         evaluated["scores"][:, :, gt_k, gt_a, m] = np.where(need == 0, first, at_tp)
-        evaluated["recall"][:, gt_k, gt_a, m] = num_tp[:, 0] / npig
+        evaluated["recall"][:, gt_k, gt_a, m] = num_tp[:, 0] / pair_npig
     return evaluated
 
 
