@@ -52,39 +52,52 @@ TORCHVISION_FAMILIES = {
 }
 
 
-def calibrate_frozen_bn(model: torch.nn.Module, image: Path) -> None:
-    """Each frozen BN's running mean / variance := the per-channel statistics of its input
-    on ``image`` (one pass with pre-hooks), so that activations keep their scale layer
-    after layer as in a trained network. With random statistics they grow, and with them
-    the float rounding of any two ways to compute the same network. The frozen BNs are all
-    in the ResNet body, so the pass goes through the model's own transform and the body
-    alone (the heads after it, e.g. the keypoint head's eight 512-channel convolutions on
-    each detection, would change nothing)."""
-
-    frozen = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
-    calibrated = set()
+def calibrate_statistics(norms: list[torch.nn.Module], forward) -> set[torch.nn.Module]:
+    """Each of the ``norms``' running mean / variance := the per-channel statistics of its
+    input during ``forward()`` (pre-hooks, no grad), so that activations keep their scale
+    layer after layer as in a trained network: with random statistics they grow, and with
+    them the float rounding of any two ways to compute the same network. Without norms
+    nothing runs. Returns the norms that ``forward`` reached."""
+    reached = set()
 
     def calibrate(module, inputs):
         module.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
         module.running_var.copy_(inputs[0].var(dim=(0, 2, 3)))
-        calibrated.add(module)
+        reached.add(module)
 
-    hooks = [m.register_forward_pre_hook(calibrate) for m in frozen]
+    if not norms:
+        return reached
+    hooks = [m.register_forward_pre_hook(calibrate) for m in norms]
     try:
         with torch.no_grad():
-            images, _ = model.transform([to_tensor(Image.open(image).convert("RGB"))])
-            model.backbone.body(images.tensors)
+            forward()
     finally:
         for h in hooks:
             h.remove()
-    if len(calibrated) != len(frozen):
-        raise RuntimeError(f"{len(frozen) - len(calibrated)} frozen BNs are outside the backbone's body")
+    return reached
+
+
+def calibrate_frozen_bn(model: torch.nn.Module, image: Path) -> None:
+    """The frozen BNs' statistics calibrated on ``image`` (``calibrate_statistics``). They
+    are all in the ResNet body, so the pass goes through the model's own transform and the
+    body alone (the heads after it, e.g. the keypoint head's eight 512-channel convolutions
+    on each detection, would change nothing)."""
+
+    def forward():
+        images, _ = model.transform([to_tensor(Image.open(image).convert("RGB"))])
+        model.backbone.body(images.tensors)
+
+    frozen = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    missed = len(frozen) - len(calibrate_statistics(frozen, forward))
+    if missed:
+        raise RuntimeError(f"{missed} frozen BNs are outside the backbone's body")
 
 
 def torchvision_model(family: str, *, calibrated: bool = True) -> torch.nn.Module:
     """As torchvision's ``*_resnet50_fpn`` builders assemble them (RetinaNet: C3-C5, P6 / P7
     from P5), from a seeded random init with random frozen-BN weights and biases, and
-    statistics calibrated on the first test image (``calibrate_frozen_bn``)."""
+    statistics calibrated on the first test image (``calibrate_frozen_bn``) unless not
+    ``calibrated`` (for what does not depend on them, e.g. parameter counts)."""
     cls, num_classes, _, score_scale = TORCHVISION_FAMILIES[family]
     torch.manual_seed(0)
     body = resnet50(norm_layer=FrozenBatchNorm2d)
@@ -247,20 +260,8 @@ def condition_weights(model: torch.nn.Module, calibration_image, *, seed: int = 
         bbox_head.retina_reg.weight.mul_(retina_scale)
         bbox_head.retina_cls.bias.fill_(retina_prior)
 
-    def calibrate(module, inputs):
-        x = inputs[0]
-        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        module.running_var.copy_(x.var(dim=(0, 2, 3)))
-
-    hooks = [m.register_forward_pre_hook(calibrate) for m in model.modules()
-             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not hooks:  # e.g. GN + WS throughout: nothing to calibrate
-        return
-    try:
-        inference_detector(model, calibration_image)
-    finally:
-        for h in hooks:
-            h.remove()
+    calibrate_statistics([m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)],
+                         lambda: inference_detector(model, calibration_image))
 
 
 @torch.no_grad()
