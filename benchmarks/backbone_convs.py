@@ -3,7 +3,8 @@
 torchvision's ResNet (recorded from one forward, its inputs kept), timed alone (best of
 ``--calls`` after one warm-up, inference mode, 2 threads by default), channels-last and NCHW,
 with its GFLOP/s; then the whole backbone's conv time and rate. The backbone stage of a
-detector cannot run faster than the sum of its convolutions.
+detector cannot run faster than the sum of its convolutions. Freed memory is kept for reuse,
+as detzoo's commands keep it (``detzoo.allocator``), unless ``--malloc default``.
 
     .venv/bin/python benchmarks/backbone_convs.py --threads 2
 """
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from detzoo.allocator import retain_freed_memory
 from detzoo.tools.benchmark import best_seconds, conv_peak
 
 
@@ -27,7 +29,11 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=50, choices=[50, 101])
     parser.add_argument("--shape", type=int, nargs=2, default=[800, 1344], metavar=("H", "W"))
     parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                        help="retain: keep freed memory for reuse (detzoo.allocator); default: glibc's defaults")
     args = parser.parse_args()
+    if args.malloc == "retain" and not retain_freed_memory():
+        print("backbone_convs.py: glibc's malloc settings unchanged (not glibc, or set by the environment)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = getattr(torchvision.models, f"resnet{args.depth}")().eval()

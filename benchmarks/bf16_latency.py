@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import detzoo  # noqa: E402
-from compare_toolboxes import IMAGES, MODELS, Side, alternate, decode, set_precision, torchvision_side  # noqa: E402
+from compare_toolboxes import IMAGES, MODELS, Side, alternate, decode, set_process, torchvision_side  # noqa: E402
 from common import nearest_twins  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    set_precision(args.threads, tf32=False)
+    set_process(args.threads, tf32=False)
     device = torch.device("cpu")
     images = [decode(p) for p in IMAGES]
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,9 @@ compiled ops replaced by torchvision.ops).
   (``detzoo.tools.benchmark.conv_peak``: the best of ``--peak-repeats`` calls of a 3x3
   256->256 convolution on a 1x256x100x168 channels-last map in that dtype); measured at the
   start and again at the end, the higher of the two is the peak. On CUDA everything runs in
-  full fp32 unless ``--tf32``.
+  full fp32 unless ``--tf32``. Every process keeps the memory it frees for reuse, as
+  detzoo's commands do (``detzoo.allocator``), for both toolboxes alike; ``--malloc default``
+  leaves glibc's defaults (blocks above its mmap threshold returned to the system on free).
 - **Precisions** (``--precisions``): fp32, and bf16 with both toolboxes under
   ``torch.autocast`` (detzoo through ``runtime.amp="bf16"``, the reference by wrapping its
   call), one table row per model and precision; % of each peak for each.
@@ -81,6 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # devtools
 
 import detzoo  # noqa: E402
+from detzoo.allocator import retain_freed_memory  # noqa: E402
 from detzoo.cli import main as cli  # noqa: E402
 from detzoo.data.coco import CocoDataset  # noqa: E402
 from detzoo.data.images import read_rgb, rgb_tensor  # noqa: E402
@@ -272,18 +275,21 @@ def measure_inference(name: str, args, tmp: Path, images: list[np.ndarray],
     return rows, weights
 
 
-def set_precision(threads: int, tf32: bool) -> None:
-    """Every toolbox's threads, and whether CUDA may round fp32 convolutions and matrix
-    products to TF32."""
+def set_process(threads: int, tf32: bool, malloc: str = "retain") -> bool:
+    """Every toolbox's threads, memory allocation and whether CUDA may round fp32
+    convolutions and matrix products to TF32. ``malloc="retain"``: freed memory is kept for
+    reuse, as detzoo's commands keep it (``detzoo.allocator``), for both toolboxes alike;
+    whether it is, returned."""
     torch.set_num_threads(threads)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    return malloc == "retain" and retain_freed_memory()
 
 
 def train_worker(toolbox: str, family: str, weights: str, *, ann_file: str, img_dir: str, batch: int, iters: int,
-                 warmup: int, lr: float, threads: int, tf32: bool, device: str) -> dict[str, Any]:
+                 warmup: int, lr: float, threads: int, tf32: bool, malloc: str, device: str) -> dict[str, Any]:
     """In its own process: ``warmup + iters`` training steps of one toolbox's model on the
     first ``batch`` images of the annotation file; s/iter, peak RSS and the last loss."""
-    set_precision(threads, tf32)
+    set_process(threads, tf32, malloc)
     target = torch.device(device)
     dataset = CocoDataset(ann_file, img_dir, filter_empty=True, with_masks=family == "mask")
     samples = [dataset[i] for i in range(batch)]  # RGB 0-255 and instances in the image's pixels
@@ -341,7 +347,7 @@ def measure_training(family: str, weights: dict[str, Path], args) -> dict[str, A
                 result = pool.submit(
                     train_worker, toolbox, family, str(weights[toolbox]), ann_file=args.train_ann,
                     img_dir=args.train_img_dir, batch=2, iters=args.train_iters, warmup=args.train_warmup,
-                    lr=args.lr, threads=args.threads, tf32=args.tf32, device=args.device,
+                    lr=args.lr, threads=args.threads, tf32=args.tf32, malloc=args.malloc, device=args.device,
                 ).result()
             rounds[toolbox].append(result)
             cuda = result["cuda_max_allocated_gb"]
@@ -413,6 +419,9 @@ def parse_args() -> argparse.Namespace:
                         "(default: torch's, %(default)s here)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when available); the synthetic training stays on the CPU")
+    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                        help="retain: keep freed memory for reuse, as detzoo's commands do (detzoo.allocator); "
+                        "default: glibc's defaults (default: %(default)s)")
     parser.add_argument("--tf32", action="store_true",
                         help="CUDA: let convolutions and matrix products round to TF32 (torch's default for cuDNN); "
                         "without it both toolboxes compute in full fp32")
@@ -483,10 +492,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    set_precision(args.threads, args.tf32)
+    retained = set_process(args.threads, args.tf32, args.malloc)
     cv2.setNumThreads(args.threads)  # mmdetection resizes with OpenCV
     device = torch.device(args.device)
-    machine = {**environment(device), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
+    machine = {**environment(device), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+               "freed_memory_retained": retained}
     if device.type == "cuda":
         machine["tf32"] = args.tf32
     try:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from detzoo.allocator import retain_freed_memory
 from detzoo.data.build import build_dataset, model_targets
 from detzoo.data.loader import build_train_loader
 from detzoo.detectors.build import build_model
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=4, help="profiled iterations per round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per toolbox, the order alternating")
     args = parser.parse_args()
+    retain_freed_memory()  # as detzoo's commands
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, _ = synthetic_config(Path(tmp), 100, train_images=8 * (args.iters + 1), val_images=1)

@@ -22,6 +22,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from detzoo.allocator import retain_freed_memory
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.coco import CocoDataset
 from detzoo.data.loader import build_test_loader, build_train_loader
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=100)
     parser.add_argument("--out", default="benchmarks/out/train_synthetic")
     args = parser.parse_args()
+    retain_freed_memory()  # as detzoo's commands
     out = Path(args.out)
     cfg, steps = synthetic_config(out, args.iters, args.train_images, args.val_images)
     print(f"torch threads: {torch.get_num_threads()}")

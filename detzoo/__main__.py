@@ -1,5 +1,5 @@
 import sys
 
-from detzoo.cli import main
+from detzoo.cli import entry_point
 
-sys.exit(main())
+sys.exit(entry_point())

@@ -14,6 +14,7 @@ from typing import Callable
 from tqdm import tqdm
 
 import detzoo
+from detzoo.allocator import retain_freed_memory
 from detzoo.config import apply_overrides, load_config
 from detzoo.errors import InputError, MissingFileError, UserError
 from detzoo.zoo.converters import CONVERTERS
@@ -531,6 +532,14 @@ def user_error_message(error: BaseException) -> str | None:
     if worker:  # the last line is "module.Class: message"
         text = worker_traceback.rstrip().splitlines()[-1].split(": ", 1)[-1]
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def entry_point() -> int:
+    """The ``detzoo`` command (and ``python -m detzoo``): ``main`` of the command line, in a
+    process that keeps the memory it frees for reuse (``detzoo.allocator``; ``main`` called
+    from Python leaves its caller's allocator alone)."""
+    retain_freed_memory()
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import logging
 import time
 from pathlib import Path
 
+from detzoo.allocator import retain_freed_memory
 from detzoo.api import load_model
 from detzoo.config import apply_overrides, load_config
 from detzoo.data.synthetic import data_overrides, make_synthetic_coco
@@ -21,6 +22,7 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "demo" / "faster_rcnn_r18
 
 
 def main(argv: list[str] | None = None) -> None:
+    retain_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_out")
     parser.add_argument("--train-images", type=int, default=1000)

@@ -9,8 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "detzoo"
 # lowest first; a module belongs to the longest prefix that names it
 LAYERS = [
-    ("utilities", ("detzoo.errors", "detzoo.version", "detzoo.files", "detzoo.download", "detzoo.config",
-                   "detzoo.structures")),
+    ("utilities", ("detzoo.allocator", "detzoo.errors", "detzoo.version", "detzoo.files", "detzoo.download",
+                   "detzoo.config", "detzoo.structures")),
     ("layers", ("detzoo.layers",)),
     ("models", ("detzoo.backbones", "detzoo.necks", "detzoo.heads", "detzoo.detectors")),
     ("data/evaluation", ("detzoo.data", "detzoo.evaluation", "detzoo.visualize")),
