@@ -4,11 +4,13 @@ malloc keep the large blocks a process frees for its next allocations.
 By default glibc serves every allocation above its mmap threshold (at most 32 MiB) with a
 fresh ``mmap`` and returns it to the system on free. A detector's feature maps at 800x1333
 are larger (ResNet-50's first stage writes 1x256x200x336 floats, 66 MiB), so each layer's
-output is new memory that the kernel zeroes page by page on first touch: on a 2-core AMD
-EPYC a 1x1 64 -> 256 convolution of that map ran at 35 GFLOP/s instead of 99, and Faster
-R-CNN R-50-FPN's 800x1333 forward took 3.8-4.1 s instead of 3.4-3.5 s. PyTorch's CPU
-allocator caches nothing, so this is the only place to fix it without preloading another
-malloc (jemalloc, tcmalloc), as PyTorch's performance guide suggests.
+output is new memory that the kernel zeroes page by page on first touch. On a 2-core AMD
+EPYC that made ResNet-50's convolutions at 800x1344 take 1.88 s instead of 1.34-1.52 s, and
+Faster R-CNN R-50-FPN's 800x1333 inference and training about 30% slower (README, "Speed
+against torchvision and mmdetection", has the commands). PyTorch's CPU allocator caches
+nothing, so this is the place to fix it without preloading another malloc (jemalloc,
+tcmalloc), as PyTorch's performance guide suggests. The price: freed blocks are reused for
+blocks of other sizes, and training's peak RSS at 800x1333 rose by 30% there.
 
 The commands call it on start (``detzoo`` and ``make demo``, and the benchmarks), not the
 library on import: a process that embeds detzoo keeps its own allocator settings.
