@@ -313,6 +313,7 @@ def train_worker(toolbox: str, family: str, weights: str, *, ann_file: str, img_
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    torch.manual_seed(0)  # the samplers' draws (torch seeds each process at random): losses comparable run to run
     before = peak_rss_gb()
     times, loss = [], float("nan")
     for _ in range(warmup + iters):
