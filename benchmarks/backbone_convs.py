@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from detzoo.allocator import retain_freed_memory
+from common import add_malloc_argument, set_malloc
 from detzoo.tools.benchmark import best_seconds, conv_peak
 
 
@@ -29,10 +29,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=50, choices=[50, 101])
     parser.add_argument("--shape", type=int, nargs=2, default=[800, 1344], metavar=("H", "W"))
     parser.add_argument("--calls", type=int, default=3)
-    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
-                        help="retain: keep freed memory for reuse (detzoo.allocator); default: glibc's defaults")
+    add_malloc_argument(parser)
     args = parser.parse_args()
-    if args.malloc == "retain" and not retain_freed_memory():
+    if not set_malloc(args.malloc) and args.malloc == "retain":
         print("backbone_convs.py: glibc's malloc settings unchanged (not glibc, or set by the environment)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

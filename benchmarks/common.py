@@ -1,15 +1,30 @@
-"""Helpers of the benchmark scripts: matching two toolboxes' detections, and a process's
-peak RSS."""
+"""Helpers of the benchmark scripts: matching two toolboxes' detections, a process's peak
+RSS, and the ``--malloc`` choice."""
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from detzoo.allocator import retain_freed_memory
+
 GIB = 2**30
+
+
+def add_malloc_argument(parser: argparse.ArgumentParser) -> None:
+    """``--malloc retain|default``, applied by ``set_malloc``."""
+    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                        help="retain: keep freed memory for reuse, as detzoo's commands do (detzoo.allocator); "
+                        "default: glibc's defaults (default: %(default)s)")
+
+
+def set_malloc(choice: str) -> bool:
+    """``--malloc``'s ``choice`` for this process: whether freed memory is now kept for reuse."""
+    return choice == "retain" and retain_freed_memory()
 
 
 def nearest_twins(ours: dict, theirs: dict) -> tuple[np.ndarray, np.ndarray]:

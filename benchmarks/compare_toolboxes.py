@@ -83,7 +83,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # devtools
 
 import detzoo  # noqa: E402
-from detzoo.allocator import retain_freed_memory  # noqa: E402
 from detzoo.cli import main as cli  # noqa: E402
 from detzoo.data.coco import CocoDataset  # noqa: E402
 from detzoo.data.images import read_rgb, rgb_tensor  # noqa: E402
@@ -93,7 +92,7 @@ from detzoo.api import Detector  # noqa: E402
 from detzoo.engine.inference import AMP_DTYPES  # noqa: E402
 from detzoo.tools.benchmark import conv_peak, count_complexity, environment, synchronize  # noqa: E402
 from devtools.reference_models import IMAGES, TORCHVISION_FAMILIES, import_mmdet, torchvision_model  # noqa: E402
-from common import nearest_twins, peak_rss_gb  # noqa: E402
+from common import add_malloc_argument, nearest_twins, peak_rss_gb, set_malloc  # noqa: E402
 from train_synthetic import synthetic_config, train_detzoo, train_torchvision  # noqa: E402
 
 # model -> (reference toolbox, detzoo config)
@@ -282,7 +281,7 @@ def set_process(threads: int, tf32: bool, malloc: str = "retain") -> bool:
     whether it is, returned."""
     torch.set_num_threads(threads)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
-    return malloc == "retain" and retain_freed_memory()
+    return set_malloc(malloc)
 
 
 def train_worker(toolbox: str, family: str, weights: str, *, ann_file: str, img_dir: str, batch: int, iters: int,
@@ -420,9 +419,7 @@ def parse_args() -> argparse.Namespace:
                         "(default: torch's, %(default)s here)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when available); the synthetic training stays on the CPU")
-    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
-                        help="retain: keep freed memory for reuse, as detzoo's commands do (detzoo.allocator); "
-                        "default: glibc's defaults (default: %(default)s)")
+    add_malloc_argument(parser)
     parser.add_argument("--tf32", action="store_true",
                         help="CUDA: let convolutions and matrix products round to TF32 (torch's default for cuDNN); "
                         "without it both toolboxes compute in full fp32")

@@ -74,7 +74,7 @@ def test_nothing_changes_off_linux_or_without_glibc(monkeypatch):
     assert retain_freed_memory() is False
 
 
-def test_the_commands_retain_freed_memory(monkeypatch, capsys):
+def test_the_commands_retain_freed_memory(monkeypatch):
     """``detzoo`` and ``make demo`` do; ``detzoo.cli.main`` called from Python does not."""
     calls = []
     for module in (detzoo.cli, detzoo.demo):
