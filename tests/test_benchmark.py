@@ -49,7 +49,8 @@ SCHEMA = {
                                                       "images_per_s", "model_images_per_s", "ratio"}),
     "amp": None,
     "peak": {"shape", "calls", "gflops_s", "notes"},
-    "stages": {"input_shape", "runs", "warmup", "model_s", "postprocess_s", "seconds", "gflops"},
+    "stages": {"input_shape", "runs", "warmup", "model_s", "postprocess_s", "seconds", "gflops", "fastest_s",
+               "fastest"},
     "peak_share": {"fp32", "bf16"},
 }
 PARTS = ("inference", "train", "complexity", "train_loader", "test_loader", "peak", "stages")
@@ -121,11 +122,15 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
     assert peak["shape"] == [1, 16, 8, 8] and record["amp"] is None
     rate = record["complexity"]["gflops"] / (stages["model_s"] + stages["postprocess_s"])
     assert record["peak_share"] == pytest.approx({k: rate / v for k, v in peak["gflops_s"].items()})
+    # one run: it is the fastest, of the whole and of each stage
+    assert stages["fastest_s"] == pytest.approx(stages["model_s"] + stages["postprocess_s"])
+    four = ("backbone", "neck", "dense_head", "roi_heads")
+    assert stages["fastest"] == {name: stages["seconds"][name] for name in four}
     assert read_run(tmp_path / "bench.json") == record  # what `detzoo zoo record` files
 
     text = capsys.readouterr().out
     for label in ("fps", "X + Y", "s/iter", "data wait", "peak RSS", "GFLOPs", "params", "threads", "loader / model",
-                  "conv peak", "fp32 peak", "roi_heads"):
+                  "conv peak", "fp32 peak", "roi_heads", "its fastest run at", "fastest ms"):
         assert label in text, label
 
 
@@ -140,6 +145,7 @@ def test_fps_is_one_over_the_mean_per_image_time_after_warmup(monkeypatch):
     assert speed.images == 2 and speed.warmup == 1
     assert speed.model_s == pytest.approx(2.0) and speed.postprocess_s == pytest.approx(1.0)
     assert speed.fps == pytest.approx(1 / np.mean([1.0 + 0.5, 3.0 + 1.5]))
+    assert speed.fastest_s == pytest.approx(1.0 + 0.5)  # the fastest timed image's X + Y, the warm-up's 16 s not
 
 
 def test_loader_rate_counts_the_images_after_the_warmup_batches(monkeypatch):
@@ -243,6 +249,8 @@ def test_stage_split_names_the_model_stages_and_sums_to_x(config, stages):
     assert sum(split.seconds.values()) == pytest.approx(split.model_s + split.postprocess_s)
     assert split.seconds["postprocess"] == split.postprocess_s
     assert list(split.gflops) == [*stages, "postprocess"] and all(split.gflops[name] > 0 for name in stages)
+    assert list(split.fastest) == stages and all(0 < split.fastest[name] <= split.seconds[name] for name in stages)
+    assert split.fastest_s <= split.model_s + split.postprocess_s
     assert split.total_gflops == pytest.approx(count_complexity(model, (64, 96)).gflops)
 
 

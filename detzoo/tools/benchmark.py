@@ -118,7 +118,8 @@ class _Part:
 
 @dataclass(frozen=True)
 class InferenceSpeed(_Part):
-    """Means per timed image. ``fps`` is 1 / mean(X + Y), X = ``model_s``, Y = ``postprocess_s``."""
+    """Means per timed image. ``fps`` is 1 / mean(X + Y), X = ``model_s``, Y = ``postprocess_s``;
+    ``fastest_s`` the X + Y of the fastest timed image."""
 
     images: int
     warmup: int
@@ -127,8 +128,9 @@ class InferenceSpeed(_Part):
     model_s: float
     postprocess_s: float
     detections: float  # mean per timed image; Y grows with it
+    fastest_s: float
 
-    TEXT_ONLY: ClassVar[tuple[str, ...]] = ("detections",)
+    TEXT_ONLY: ClassVar[tuple[str, ...]] = ("detections", "fastest_s")
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,10 @@ class StageSplit(_Part):
     """Mean seconds per image of each stage the model has (``STAGES``), of "other" (the rest
     of X) and of "postprocess" (Y), over ``runs`` forwards after ``warmup`` of an image of
     ``input_shape``; ``gflops`` of each stage and of "postprocess" (the counted FLOPs outside
-    the stages) on one forward of that image; ``model_s`` + ``postprocess_s`` = X + Y."""
+    the stages) on one forward of that image; ``model_s`` + ``postprocess_s`` = X + Y.
+    ``fastest_s``: the X + Y of the fastest run, ``fastest`` the fastest call of each stage:
+    set against a peak that is the best of its calls, the share of the model's best (on a
+    host whose speed drifts, the mean runs include its slow spells; the best call does not)."""
 
     input_shape: tuple[int, int, int]
     runs: int
@@ -211,6 +216,8 @@ class StageSplit(_Part):
     postprocess_s: float
     seconds: dict[str, float]
     gflops: dict[str, float]
+    fastest_s: float
+    fastest: dict[str, float]
 
     @property
     def total_gflops(self) -> float:
@@ -240,11 +247,13 @@ class Benchmark:
         """The dtype whose peak the model's figures are set against: runtime.amp's, else fp32."""
         return self.amp or "fp32"
 
-    def peak_share(self) -> dict[str, float] | None:
-        """The model's share of each measured peak: the stage split's GFLOPs / (X + Y) / peak."""
+    def peak_share(self, *, fastest: bool = False) -> dict[str, float] | None:
+        """The model's share of each measured peak: the stage split's GFLOPs / (X + Y) / peak,
+        X + Y the mean over its runs, or with ``fastest`` that of its fastest run."""
         if self.peak is None or self.stages is None:
             return None
-        rate = self.stages.total_gflops / (self.stages.model_s + self.stages.postprocess_s)
+        split = self.stages
+        rate = split.total_gflops / (split.fastest_s if fastest else split.model_s + split.postprocess_s)
         return {name: rate / peak for name, peak in self.peak.gflops_s.items() if peak is not None}
 
     def record(self) -> dict[str, Any]:
@@ -301,11 +310,12 @@ class Benchmark:
             p = self.peak
             lines.append(f"conv peak    best of {p.calls} calls of a 3x3 {p.shape[1]} -> {p.shape[1]} conv on a "
                          f"{'x'.join(map(str, p.shape))} channels-last map, inference mode")
-            share = self.peak_share() or {}
+            share, best = self.peak_share() or {}, self.peak_share(fastest=True) or {}
             for name, rate in p.gflops_s.items():
                 figure = "not measured" if rate is None else f"{rate:.1f} GFLOP/s"
                 if name in share:
-                    figure += f"; the model (GFLOPs / (X + Y) of the stage split) at {100 * share[name]:.1f}%"
+                    figure += (f"; the model (GFLOPs / (X + Y) of the stage split) at {100 * share[name]:.1f}%, "
+                               f"its fastest run at {100 * best[name]:.1f}%")
                 note = f" ({p.notes[name]})" if name in p.notes else ""
                 lines.append(f"  {name:<10} {figure}{note}")
         if self.stages is not None:
@@ -322,18 +332,27 @@ class Benchmark:
 
 
 def _stage_lines(split: StageSplit, dtype: str, peak: float | None) -> list[str]:
-    """The stage split's table: stage, ms, share of X + Y, GFLOPs, % of the ``dtype`` peak."""
+    """The stage split's table: stage, mean ms, share of X + Y, GFLOPs, % of the ``dtype`` peak;
+    then the fastest call's ms and % of the peak (the four stages)."""
     shape = "x".join(map(str, split.input_shape))
     total = split.model_s + split.postprocess_s
+
+    def share(gflops: float | None, seconds: float | None) -> str:
+        if gflops is None or seconds is None or peak is None or seconds <= 0:
+            return "-"
+        return f"{100 * gflops / seconds / peak:.1f}%"
+
     lines = [
         f"stages       one {shape} image, {split.runs} runs after {split.warmup} warm-up; X + Y = "
-        f"{1e3 * split.model_s:.1f} + {1e3 * split.postprocess_s:.1f} ms",
-        f"  {'stage':<12}{'ms':>9}{'time':>8}{'GFLOPs':>10}{f'{dtype} peak':>11}",
+        f"{1e3 * split.model_s:.1f} + {1e3 * split.postprocess_s:.1f} ms mean, {1e3 * split.fastest_s:.1f} ms "
+        "the fastest run",
+        f"  {'stage':<12}{'ms':>9}{'time':>8}{'GFLOPs':>10}{f'{dtype} peak':>11}{'fastest ms':>12}{'peak':>8}",
     ]
     for name, seconds in split.seconds.items():
-        gflops = split.gflops.get(name)
-        share = "-" if gflops is None or peak is None or seconds <= 0 else f"{100 * gflops / seconds / peak:.1f}%"
-        lines.append(f"{_stage_row(name, seconds, total)}{'-' if gflops is None else f'{gflops:.4g}':>10}{share:>11}")
+        gflops, fastest = split.gflops.get(name), split.fastest.get(name)
+        lines.append(f"{_stage_row(name, seconds, total)}{'-' if gflops is None else f'{gflops:.4g}':>10}"
+                     f"{share(gflops, seconds):>11}{'-' if fastest is None else f'{1e3 * fastest:.2f}':>12}"
+                     f"{share(gflops, fastest):>8}")
     return lines
 
 
@@ -439,6 +458,7 @@ def time_inference(
         model_s=float(np.mean(model_s)),
         postprocess_s=float(np.mean(postprocess_s)),
         detections=float(np.mean(detections)),
+        fastest_s=float(np.min(np.add(model_s, postprocess_s))),
     )
 
 
@@ -478,6 +498,7 @@ def split_stages(model: DetectionModel, shape: Size, *, warmup: int, runs: int, 
         speed = time_inference(model, itertools.repeat((image, shape, {}), warmup + runs), warmup=warmup,
                                input="stage split", amp=amp)
     seconds = {name: float(np.mean(calls[warmup:])) for name, calls in clock.items()}
+    fastest = {name: float(np.min(calls[warmup:])) for name, calls in clock.items()}
     # integer FLOPs until the difference below is taken: in floats, equal totals left -1e-14 GFLOPs
     counts = {name: sum(ops.values()) for name, ops in _count_flops(model, image).get_flop_counts().items()}
     root = type(model).__name__
@@ -491,6 +512,8 @@ def split_stages(model: DetectionModel, shape: Size, *, warmup: int, runs: int, 
         postprocess_s=speed.postprocess_s,
         seconds={**seconds, "other": speed.model_s - sum(seconds.values()), "postprocess": speed.postprocess_s},
         gflops={name: n / 1e9 for name, n in flops.items()},
+        fastest_s=speed.fastest_s,
+        fastest=fastest,
     )
 
 
