@@ -20,7 +20,9 @@ from detzoo.detectors.build import build_model
 from detzoo.engine.checkpoint import save_checkpoint
 import detzoo.tools.benchmark as benchmark_module
 from detzoo.tools.benchmark import (
+    PEAK_CALLS,
     PEAK_SHAPE,
+    ConvPeakSampler,
     conv_peak,
     count_complexity,
     flops_input,
@@ -120,6 +122,7 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
     assert stages["input_shape"] == [3, 64, 96] and stages["runs"] == 1
     assert sum(stages["gflops"].values()) == pytest.approx(record["complexity"]["gflops"])
     assert peak["shape"] == [1, 16, 8, 8] and record["amp"] is None
+    assert peak["calls"] == stages["warmup"] + stages["runs"] + PEAK_CALLS  # one before each split run, then 5
     rate = record["complexity"]["gflops"] / (stages["model_s"] + stages["postprocess_s"])
     assert record["peak_share"] == pytest.approx({k: rate / v for k, v in peak["gflops_s"].items()})
     # one run: it is the fastest, of the whole and of each stage
@@ -130,7 +133,8 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
 
     text = capsys.readouterr().out
     for label in ("fps", "X + Y", "s/iter", "data wait", "peak RSS", "GFLOPs", "params", "threads", "loader / model",
-                  "conv peak", "fp32 peak", "roi_heads", "its fastest run at", "fastest ms"):
+                  "conv peak", "fp32 peak", "roi_heads", "its fastest run at", "fastest ms",
+                  "one before each of the stage split's 2 runs and 5 after them"):
         assert label in text, label
 
 
@@ -223,6 +227,26 @@ def test_conv_peak_is_the_best_call_after_the_warmup(monkeypatch):
     peak = conv_peak(torch.device("cpu"), ("fp32",), shape=(2, 16, 8, 4), calls=3)
     assert peak.gflops_s == {"fp32": pytest.approx(2 * 2 * 16 * 16 * 9 * 8 * 4 / 2.0 / 1e9)}
     assert PEAK_SHAPE == (1, 256, 100, 168)  # the issue's map, 2 * 256 * 256 * 9 * 100 * 168 FLOPs per call
+
+
+def test_peak_samples_run_in_their_own_dtype_under_autocast(monkeypatch):
+    """The split's runs are under runtime.amp's autocast: the peak's fp32 call stays fp32."""
+    dtypes, conv2d = [], torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda *a, **k: dtypes.append(conv2d(*a, **k).dtype))
+    sampler = ConvPeakSampler(torch.device("cpu"), ("fp32", "bf16"), shape=(1, 8, 4, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sampler.sample()
+        sampler.sample()
+    assert dtypes == [torch.float32, torch.bfloat16] * 3 and sampler.calls == 2  # the warm-ups, then two samples
+    peak = sampler.peak()
+    assert peak.calls == 2 and all(rate > 0 for rate in peak.gflops_s.values())
+
+
+def test_stage_split_calls_between_before_each_run_outside_its_timing():
+    calls = []
+    split = split_stages(load_model(TINY).model, (64, 96), warmup=1, runs=1,
+                         between=lambda: (calls.append(1), time.sleep(1.0)))  # fmt: skip
+    assert len(calls) == 2 and split.model_s < 1.0 and split.fastest_s < 1.0
 
 
 def test_conv_peak_measures_fp32_and_bf16():

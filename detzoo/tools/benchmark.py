@@ -33,8 +33,10 @@
 - **Conv peak**: the machine's own limit, for scale: the best of several calls (after a
   warm-up call) of a 3x3, 256 -> 256 channel convolution on a 1x256x100x168 channels-last
   map (the kernel that dominates these models), in fp32 and in bf16 (and fp16 with
-  ``--amp fp16``) through the tensors' dtype, under inference mode. The model's share of
-  a peak is its FLOPs over the stage split's X + Y over the peak.
+  ``--amp fp16``) through the tensors' dtype, under inference mode: one call before each
+  run of the stage split, then ``PEAK_CALLS`` in a row (``ConvPeakSampler``). The model's
+  share of a peak is its FLOPs over the stage split's X + Y over the peak, X + Y the mean
+  over the runs or that of the fastest run.
 - **Stage split**: one image of the FLOPs' shape run through the inference timing
   (``warmup`` + ``num_images`` times, under ``runtime.amp``) with forward pre- and post-hooks
   on the model's ``backbone``, ``neck``, ``dense_head`` (its NMS included) and ``roi_heads``
@@ -55,6 +57,7 @@ import contextlib
 import datetime
 import functools
 import itertools
+import math
 import platform
 import resource
 import sys
@@ -99,6 +102,7 @@ _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 ModelInput = tuple[Tensor, Size, dict[str, Any]]
 # the conv peak's map, N x C x H x W: a 3x3 C -> C convolution, the kernel that dominates these models
 PEAK_SHAPE = (1, 256, 100, 168)
+PEAK_CALLS = 5  # the peak's timed calls in a row (after those between the stage split's runs)
 # the model's stages, attributes of DetectionModel (None where a model has no such stage)
 STAGES = ("backbone", "neck", "dense_head", "roi_heads")
 RANDOM_INIT = (
@@ -308,8 +312,12 @@ class Benchmark:
             ]
         if self.peak is not None:
             p = self.peak
+            spread = ""
+            if self.stages is not None:  # benchmark() samples the peak between the split's runs
+                between = self.stages.warmup + self.stages.runs
+                spread = f", one before each of the stage split's {between} runs and {p.calls - between} after them"
             lines.append(f"conv peak    best of {p.calls} calls of a 3x3 {p.shape[1]} -> {p.shape[1]} conv on a "
-                         f"{'x'.join(map(str, p.shape))} channels-last map, inference mode")
+                         f"{'x'.join(map(str, p.shape))} channels-last map, inference mode{spread}")
             share, best = self.peak_share() or {}, self.peak_share(fastest=True) or {}
             for name, rate in p.gflops_s.items():
                 figure = "not measured" if rate is None else f"{rate:.1f} GFLOP/s"
@@ -489,14 +497,24 @@ def stage_clock(model: DetectionModel) -> Iterator[dict[str, list[float]]]:
             handle.remove()
 
 
-def split_stages(model: DetectionModel, shape: Size, *, warmup: int, runs: int, amp: str | None = None) -> StageSplit:
+def split_stages(
+    model: DetectionModel, shape: Size, *, warmup: int, runs: int, amp: str | None = None,
+    between: Callable[[], None] | None = None,
+) -> StageSplit:  # fmt: skip
     """Where the time and the FLOPs of an inference go, stage by stage, on ``flops_input`` of
     ``shape``: ``time_inference`` of that image ``warmup + runs`` times under ``stage_clock``,
-    and ``FlopCounterMode``'s per-module counts of one forward (as ``count_complexity``)."""
+    and ``FlopCounterMode``'s per-module counts of one forward (as ``count_complexity``).
+    ``between`` is called before each run, outside its timing (``ConvPeakSampler.sample``)."""
     image = flops_input(model.pixel_format, shape)
+
+    def inputs() -> Iterator[ModelInput]:
+        for _ in range(warmup + runs):
+            if between is not None:
+                between()
+            yield image, shape, {}
+
     with stage_clock(model) as clock:
-        speed = time_inference(model, itertools.repeat((image, shape, {}), warmup + runs), warmup=warmup,
-                               input="stage split", amp=amp)
+        speed = time_inference(model, inputs(), warmup=warmup, input="stage split", amp=amp)
     seconds = {name: float(np.mean(calls[warmup:])) for name, calls in clock.items()}
     fastest = {name: float(np.min(calls[warmup:])) for name, calls in clock.items()}
     # integer FLOPs until the difference below is taken: in floats, equal totals left -1e-14 GFLOPs
@@ -517,36 +535,74 @@ def split_stages(model: DetectionModel, shape: Size, *, warmup: int, runs: int, 
     )
 
 
+class ConvPeakSampler:
+    """The conv peak's convolution, a 3x3 C -> C (padding 1) on a channels-last map of
+    ``shape`` (N, C, H, W), in each of ``dtypes`` ("fp32", or a ``runtime.amp`` name), input
+    and weight in that dtype, under inference mode and no autocast: built with one warm-up
+    call each (not counted), then ``sample()`` times one call of each, and ``peak()`` is the
+    best of all samples. The samples may be spread over a run: ``benchmark`` takes one before
+    each run of the stage split, so that on a host whose speed drifts the peak comes from the
+    same span of time as the model's figures."""
+
+    def __init__(
+        self, device: torch.device, dtypes: Sequence[str] = ("fp32", "bf16"), *,
+        shape: tuple[int, int, int, int] = PEAK_SHAPE,
+    ) -> None:  # fmt: skip
+        n, c, h, w = shape
+        self.device, self.shape, self.dtypes, self.calls = device, tuple(shape), tuple(dtypes), 0
+        self.flops = 2 * n * c * c * 9 * h * w
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(shape, generator=generator)
+        weight = torch.randn(c, c, 3, 3, generator=generator) / (3 * c**0.5)
+        self.notes: dict[str, str] = {}
+        self._args: dict[str, list[Tensor]] = {}
+        self._best: dict[str, float] = {}
+        for name in self.dtypes:
+            dtype = AMP_DTYPES.get(name, torch.float32)
+            if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                self.notes[name] = f"skipped: {torch.cuda.get_device_name(device)} has no bfloat16"
+                continue
+            if device.type == "cpu" and dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                self.notes[name] = "this CPU has no native bf16 (no AVX512-BF16 / AMX): emulated"
+            args = [t.to(device, dtype).contiguous(memory_format=torch.channels_last) for t in (x, weight)]
+            try:
+                self._seconds(args)  # the warm-up
+            except RuntimeError as e:
+                self.notes[name] = f"skipped: {device.type} does not run a {name} convolution ({e})"
+                continue
+            self._args[name], self._best[name] = args, float("inf")
+
+    def _seconds(self, args: list[Tensor]) -> float:
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
+            synchronize(self.device)
+            start = time.perf_counter()
+            F.conv2d(*args, padding=1)
+            synchronize(self.device)
+            return time.perf_counter() - start
+
+    def sample(self) -> None:
+        """One timed call in each dtype."""
+        for name, args in self._args.items():
+            self._best[name] = min(self._best[name], self._seconds(args))
+        self.calls += 1
+
+    def peak(self) -> ConvPeak:
+        """GFLOP/s of the best sample of each dtype; None for a skipped one (or before any sample)."""
+        rates = {name: self.flops / self._best[name] / 1e9 if self._best.get(name, math.inf) < math.inf else None
+                 for name in self.dtypes}  # fmt: skip
+        return ConvPeak(shape=self.shape, calls=self.calls, gflops_s=rates, notes=dict(self.notes))
+
+
 def conv_peak(
     device: torch.device, dtypes: Sequence[str] = ("fp32", "bf16"), *, shape: tuple[int, int, int, int] = PEAK_SHAPE,
-    calls: int = 5,
+    calls: int = PEAK_CALLS,
 ) -> ConvPeak:
-    """The device's conv peak in each of ``dtypes`` ("fp32", or a ``runtime.amp`` name): the
-    best of ``calls`` timed calls of a 3x3 C -> C convolution on a channels-last map of
-    ``shape`` (N, C, H, W), input and weight in that dtype, under inference mode."""
-    n, c, h, w = shape
-    flops = 2 * n * c * c * 9 * h * w
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=generator)
-    weight = torch.randn(c, c, 3, 3, generator=generator) / (3 * c**0.5)
-    rates: dict[str, float | None] = {}
-    notes: dict[str, str] = {}
-    for name in dtypes:
-        dtype = AMP_DTYPES.get(name, torch.float32)
-        if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            rates[name], notes[name] = None, f"skipped: {torch.cuda.get_device_name(device)} has no bfloat16"
-            continue
-        if device.type == "cpu" and dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            notes[name] = "this CPU has no native bf16 (no AVX512-BF16 / AMX): emulated"
-        args = [t.to(device, dtype).contiguous(memory_format=torch.channels_last) for t in (x, weight)]
-        try:
-            with torch.inference_mode():
-                best = best_seconds(lambda args=args: F.conv2d(*args, padding=1), device, calls)
-        except RuntimeError as e:
-            rates[name], notes[name] = None, f"skipped: {device.type} does not run a {name} convolution ({e})"
-            continue
-        rates[name] = flops / best / 1e9
-    return ConvPeak(shape=tuple(shape), calls=calls, gflops_s=rates, notes=notes)
+    """The device's conv peak in each of ``dtypes``: the best of ``calls`` calls in a row
+    (``ConvPeakSampler``)."""
+    sampler = ConvPeakSampler(device, dtypes, shape=shape)
+    for _ in range(calls):
+        sampler.sample()
+    return sampler.peak()
 
 
 def best_seconds(fn: Callable[[], object], device: torch.device, calls: int) -> float:
@@ -832,6 +888,8 @@ def benchmark(
                                          model_images_per_s=speed.images_per_s)
 
     inference_speed = complexity = stages = None
+    peak_dtypes = ("fp32", "bf16", *(["fp16"] if amp == "fp16" else []))
+    sampler = ConvPeakSampler(target, peak_dtypes, shape=peak_shape) if peak else None
     if inference or flops:
         detector = load_model(config, checkpoint, device=str(target), overrides=overrides)
         model, data = detector.model, detector.config["data"]
@@ -859,10 +917,13 @@ def benchmark(
             flops_shape = tuple(shape or (data["test_scale"], data["max_size"]))
             complexity = count_complexity(model, flops_shape)
             if inference:
-                stages = split_stages(model, flops_shape, warmup=warmup, runs=stage_runs, amp=amp)
+                stages = split_stages(model, flops_shape, warmup=warmup, runs=stage_runs, amp=amp,
+                                      between=None if sampler is None else sampler.sample)  # fmt: skip
     peaks = None
-    if peak:
-        peaks = conv_peak(target, ("fp32", "bf16", *(["fp16"] if amp == "fp16" else [])), shape=peak_shape)
+    if sampler is not None:
+        for _ in range(PEAK_CALLS):
+            sampler.sample()
+        peaks = sampler.peak()
     return Benchmark(
         config=Path(str(config)).stem,
         checkpoint=None if checkpoint is None else str(checkpoint),
