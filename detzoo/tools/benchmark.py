@@ -570,7 +570,7 @@ class ConvPeakSampler:
             except RuntimeError as e:
                 self.notes[name] = f"skipped: {device.type} does not run a {name} convolution ({e})"
                 continue
-            self._args[name], self._best[name] = args, float("inf")
+            self._args[name], self._best[name] = args, math.inf
 
     def _seconds(self, args: list[Tensor]) -> float:
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
