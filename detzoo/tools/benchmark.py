@@ -574,11 +574,7 @@ class ConvPeakSampler:
 
     def _seconds(self, args: list[Tensor]) -> float:
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
-            synchronize(self.device)
-            start = time.perf_counter()
-            F.conv2d(*args, padding=1)
-            synchronize(self.device)
-            return time.perf_counter() - start
+            return call_seconds(lambda: F.conv2d(*args, padding=1), self.device)
 
     def sample(self) -> None:
         """One timed call in each dtype."""
@@ -610,14 +606,19 @@ def best_seconds(fn: Callable[[], object], device: torch.device, calls: int) -> 
     counted), each between synchronisations of ``device``."""
     best = float("inf")
     for call in range(calls + 1):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        seconds = time.perf_counter() - start
+        seconds = call_seconds(fn, device)
         if call:  # the first call is the warm-up
             best = min(best, seconds)
     return best
+
+
+def call_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """The seconds of one call of ``fn``, between synchronisations of ``device``."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def _memory_gb(device: torch.device) -> float:
