@@ -405,30 +405,35 @@ def _accumulate(match: np.ndarray, gt: _GroundTruth, dt: _Detections, params: Pa
     for n in np.unique(pair_npig):
         need[pair_npig == n] = np.searchsorted(np.arange(n + 1, dtype=np.float64) / n, params.recThrs)
     need = need.T[None]  # arrays [T, R, pair] from here, as COCOeval's [T, R, K, A]
+    need_one = np.maximum(need, 1)  # the n-th true positive, n >= 1 (need 0 takes the first's precision)
     for m, max_det in enumerate(params.maxDets):
         kept = slice(None) if max_det >= params.maxDets[-1] else np.nonzero(rank < max_det)[0]
+        num_kept = len(rank) if isinstance(kept, slice) else len(kept)
         bounds = np.searchsorted(cat[kept], np.arange(num_k + 1))
-        fp_sum = np.cumsum(fps[:, :, kept], axis=2, dtype=np.int32)
-        fp_before = fp_sum[:, :, np.maximum(bounds[:-1] - 1, 0)] * (bounds[:-1] > 0) if len(score[kept]) else 0
-        a, t, d = np.nonzero(tps[:, :, kept])  # the true positives: runs of (area, threshold, category)
+        fp_sum = np.cumsum(fps[:, :, kept], axis=2, dtype=np.int32).reshape(num_a * num_t, num_kept)
+        fp_before = np.zeros((num_a * num_t, num_k), dtype=np.int32)  # (A x T, K): before each category's first
+        if num_kept:
+            fp_before = fp_sum[:, np.maximum(bounds[:-1] - 1, 0)] * (bounds[:-1] > 0)
+        # the true positives, by (area range, threshold), then detection: runs of (area, threshold, category)
+        at, d = np.divmod(np.flatnonzero(tps[:, :, kept]), max(num_kept, 1))
         k = cat[kept][d]
-        run = (a * num_t + t) * num_k + k
+        run = at * num_k + k
         run_start = np.searchsorted(run, np.arange(num_a * num_t * num_k + 1))
         num_tp = np.diff(run_start).reshape(num_a, num_t, num_k)
         tp = (np.arange(len(run)) - run_start[run] + 1).astype(np.float64)
-        best = tp / ((fp_sum[a, t, d] - np.broadcast_to(fp_before, num_tp.shape)[a, t, k]) + tp + _EPS)
+        best = tp / ((fp_sum[at, d] - fp_before[at, k]) + tp + _EPS)
         step = 1
         while step < num_tp.max():  # best[i] = max(best[i:end of its run]), by doubling
             best[:-step] = np.where(run[:-step] == run[step:], np.maximum(best[:-step], best[step:]), best[:-step])
             step *= 2
         num_tp, run_start = (x.reshape(num_a, num_t, num_k)[gt_a, :, gt_k].T[:, None]
                              for x in (num_tp, run_start[:-1]))  # (T, 1, pair)  # fmt: skip
-        nth = np.minimum(np.maximum(need, 1), num_tp) - 1 + run_start  # (T, R, pair)
-        reached = np.maximum(need, 1) <= num_tp
+        reached = need_one <= num_tp
+        nth = np.minimum(need_one, num_tp) - 1 + run_start  # (T, R, pair)
         # the score of the detection at the n-th true positive; with n = 0 the category's first
         sorted_scores = score[kept]
         first = np.where(np.diff(bounds) > 0, np.append(sorted_scores, 0.0)[bounds[:-1]], 0)[gt_k]
-        at_tp = np.where(reached, sorted_scores[d][nth], 0) if len(run) else 0.0
+        at_tp = np.where(reached, sorted_scores[d[nth]], 0) if len(run) else 0.0
         evaluated["precision"][:, :, gt_k, gt_a, m] = np.where(reached, best[nth], 0) if len(run) else 0
         evaluated["scores"][:, :, gt_k, gt_a, m] = np.where(need == 0, first, at_tp)
         evaluated["recall"][:, gt_k, gt_a, m] = num_tp[:, 0] / pair_npig
