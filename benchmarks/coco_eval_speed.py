@@ -17,7 +17,11 @@ detzoo's ``run_cocoeval(...)`` + ``stats``, which includes reading the results (
 ``loadRes``) and the ground-truth check. Each run gets a fresh ground truth (COCOeval's
 segm evaluation rewrites its polygons as RLEs), built untimed. The speed-up is the ratio of
 the medians, against COCOeval's evaluate + accumulate + summarize alone and with loadRes.
-The arrays of the last round are compared: stats, precision, recall and scores.
+The arrays of the last round are compared: stats, precision, recall and scores. The process
+keeps the memory it frees for reuse, as detzoo's commands do (``detzoo.allocator``; ``detzoo
+test`` evaluates under it), for both toolboxes alike; ``--malloc default`` leaves glibc's
+defaults, under which every numpy array above its mmap threshold is fresh memory that the
+kernel zeroes page by page.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from pycocotools.cocoeval import COCOeval
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # detzoo and devtools of this checkout
 
+from common import add_malloc_argument, set_malloc  # noqa: E402
 from detzoo.evaluation.coco import run_cocoeval  # noqa: E402
 from devtools.coco_reference import make_coco as fresh_coco  # noqa: E402
 
@@ -172,10 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here")
+    add_malloc_argument(parser)
     args = parser.parse_args(argv)
+    retained = set_malloc(args.malloc)
     record = {
         "command": shlex.join([".venv/bin/python", "benchmarks/coco_eval_speed.py", *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "processor": processor(), "loadavg_before": os.getloadavg()},
+        "machine": {"cpus": os.cpu_count(), "processor": processor(), "loadavg_before": os.getloadavg(),
+                    "freed_memory_retained": retained},
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
                      "pycocotools": importlib.metadata.version("pycocotools")},  # fmt: skip
         "runs": [],
