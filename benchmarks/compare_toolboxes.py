@@ -30,10 +30,12 @@ compiled ops replaced by torchvision.ops).
   test_pipeline=...)`` with its test pipeline built once. All under ``torch.inference_mode()``.
   ``--warmup`` untimed rounds, then ``--runs`` rounds, each over all the images for one
   toolbox then the other, which one goes first alternating. Reported: the median s/img; the
-  GFLOPs of one detzoo forward at each image's input size
-  (``detzoo.tools.benchmark.count_complexity``, 1 multiply-add = 2 FLOPs), mean over the
+  GFLOPs of one detzoo forward of each timed image, in fp32
+  (``detzoo.tools.benchmark.forward_gflops``, 1 multiply-add = 2 FLOPs), mean over the
   images, and % of the fp32 and of the bf16 conv peak = GFLOPs / (s/img) / peak for each
-  toolbox. On CUDA, the host synchronisations of one call of each toolbox
+  toolbox. Counted on the timed images themselves, not on noise of their size: the mask and
+  keypoint heads run on the detections, so their work depends on the image (Keypoint R-CNN's
+  keypoint head is about 7 GFLOPs per detection). On CUDA, the host synchronisations of one call of each toolbox
   (``torch.cuda.set_sync_debug_mode``: each one warns). Agreement: per
   image the same number of detections and the same labels (as multisets), and for each
   reference detection the box (px) and score difference to detzoo's nearest of its label;
@@ -90,7 +92,7 @@ from detzoo.engine.checkpoint import load_checkpoint  # noqa: E402
 from detzoo.errors import UserError  # noqa: E402
 from detzoo.api import Detector  # noqa: E402
 from detzoo.engine.inference import AMP_DTYPES  # noqa: E402
-from detzoo.tools.benchmark import conv_peak, count_complexity, environment, synchronize  # noqa: E402
+from detzoo.tools.benchmark import conv_peak, environment, forward_gflops, synchronize  # noqa: E402
 from devtools.reference_models import IMAGES, TORCHVISION_FAMILIES, import_mmdet, torchvision_model  # noqa: E402
 from common import add_malloc_argument, nearest_twins, peak_rss_gb, set_malloc  # noqa: E402
 from train_synthetic import synthetic_config, train_detzoo, train_torchvision  # noqa: E402
@@ -248,8 +250,9 @@ def measure_inference(name: str, args, tmp: Path, images: list[np.ndarray],
         reference, detector, weights = torchvision_side(name, images, tmp, device, args.test_size)
     else:
         reference, detector, weights = mmdet_side(name, images, tmp, device)
-    shapes = [tuple(detector.transform(rgb_tensor(rgb))[0].shape[-2:]) for rgb in images]
-    gflops = {shape: count_complexity(detector.model, shape).gflops for shape in set(shapes)}
+    model_inputs = [detector.transform(rgb_tensor(rgb))[0] for rgb in images]
+    shapes = [tuple(x.shape[-2:]) for x in model_inputs]
+    gflops = [forward_gflops(detector.model, x) for x in model_inputs]
     rows = []
     for precision in args.precisions:
         amp = None if precision == "fp32" else precision
@@ -267,7 +270,7 @@ def measure_inference(name: str, args, tmp: Path, images: list[np.ndarray],
             "input_sizes": ["x".join(map(str, s)) for s in shapes],
             "s_per_image": {"reference": seconds[toolbox], "detzoo": seconds["detzoo"]},
             "ratio_detzoo_over_reference": seconds["detzoo"] / seconds[toolbox],
-            "gflops_per_image": float(np.mean([gflops[s] for s in shapes])),
+            "gflops_per_image": float(np.mean(gflops)),
             "agreement": agreement(outputs["detzoo"], outputs[toolbox]),
             "host_syncs": {"reference": count_syncs(sides[0], device), "detzoo": count_syncs(sides[1], device)},
         })

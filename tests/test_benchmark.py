@@ -26,6 +26,7 @@ from detzoo.tools.benchmark import (
     conv_peak,
     count_complexity,
     flops_input,
+    forward_gflops,
     image_inputs,
     split_stages,
     time_inference,
@@ -276,6 +277,22 @@ def test_stage_split_names_the_model_stages_and_sums_to_x(config, stages):
     assert list(split.fastest) == stages and all(0 < split.fastest[name] <= split.seconds[name] for name in stages)
     assert split.fastest_s <= split.model_s + split.postprocess_s
     assert split.total_gflops == pytest.approx(count_complexity(model, (64, 96)).gflops)
+
+
+def test_forward_flops_count_the_keypoint_head_once_per_detection_of_the_image():
+    """compare_toolboxes.py times real images: their FLOPs must be those images' own, not those
+    of noise of their size, on which a model may find nothing for its keypoint head to run on."""
+    config = str(TESTS / "configs" / "tiny_keypoint_rcnn.py")
+    image = next(image_inputs(IMAGES[:1], load_model(config).transform))[0]
+    gflops = {}
+    for kept in (2, 4, 6):
+        torch.manual_seed(0)
+        model = load_model(config, overrides=[f"model.roi_heads.detections_per_image={kept}"]).model.eval()
+        with torch.inference_mode():
+            assert len(model([image])[0].boxes) == kept
+        gflops[kept] = forward_gflops(model, image)
+    per_detection = (gflops[4] - gflops[2]) / 2
+    assert per_detection > 0 and gflops[6] - gflops[4] == pytest.approx(2 * per_detection)
 
 
 def test_stage_split_flops_outside_the_stages_are_not_a_rounding_error(monkeypatch):
