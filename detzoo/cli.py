@@ -333,7 +333,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peak-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
                    help="the conv peak's map: a 3x3 C -> C convolution on N x C x H x W (default: 1 256 100 168)")
     p.add_argument("--stage-runs", type=int, default=5,
-                   help="runs of the stage split (an image of the FLOPs' shape) after the warm-up")
+                   help="runs of the stage split (the first inference image) after the warm-up")
     p.add_argument("--profile", action="store_true",
                    help="split the timed training iterations into data, backbone, neck, dense head, RoI heads, "
                         "backward and optimizer step")

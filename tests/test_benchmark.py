@@ -59,6 +59,11 @@ SCHEMA = {
 PARTS = ("inference", "train", "complexity", "train_loader", "test_loader", "peak", "stages")
 
 
+def _noise(shape):
+    """A model input of ``shape``: count_complexity's noise image (the tiny configs' pixel format)."""
+    return flops_input(load_model(TINY).model.pixel_format, shape), shape, {}
+
+
 def _sets(data_root):
     return [item for override in data_overrides(data_root) for item in ("--set", override)]
 
@@ -118,13 +123,14 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
     assert record["complexity"]["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
     assert record["complexity"]["input_shape"] == [3, 64, 96]
 
-    # the stage split on the FLOPs' image: its FLOPs are the complexity's, its share of each peak GFLOPs / (X + Y)
+    # the stage split on the first timed image: its FLOPs are that image's, its share of each peak GFLOPs / (X + Y)
     stages, peak = record["stages"], record["peak"]
-    assert stages["input_shape"] == [3, 64, 96] and stages["runs"] == 1
-    assert sum(stages["gflops"].values()) == pytest.approx(record["complexity"]["gflops"])
+    first = next(image_inputs(IMAGES, load_model(TINY).transform))[0]
+    assert stages["input_shape"] == [3, *first.shape[-2:]] != [3, 64, 96] and stages["runs"] == 1
+    assert sum(stages["gflops"].values()) == pytest.approx(forward_gflops(model, first))
     assert peak["shape"] == [1, 16, 8, 8] and record["amp"] is None
     assert peak["calls"] == stages["warmup"] + stages["runs"] + PEAK_CALLS  # one before each split run, then 5
-    rate = record["complexity"]["gflops"] / (stages["model_s"] + stages["postprocess_s"])
+    rate = sum(stages["gflops"].values()) / (stages["model_s"] + stages["postprocess_s"])
     assert record["peak_share"] == pytest.approx({k: rate / v for k, v in peak["gflops_s"].items()})
     # one run: it is the fastest, of the whole and of each stage
     assert stages["fastest_s"] == pytest.approx(stages["model_s"] + stages["postprocess_s"])
@@ -245,7 +251,7 @@ def test_peak_samples_run_in_their_own_dtype_under_autocast(monkeypatch):
 
 def test_stage_split_calls_between_before_each_run_outside_its_timing():
     calls = []
-    split = split_stages(load_model(TINY).model, (64, 96), warmup=1, runs=1,
+    split = split_stages(load_model(TINY).model, _noise((64, 96)), warmup=1, runs=1,
                          between=lambda: (calls.append(1), time.sleep(1.0)))  # fmt: skip
     assert len(calls) == 2 and split.model_s < 1.0 and split.fastest_s < 1.0
 
@@ -265,7 +271,7 @@ def test_conv_peak_measures_fp32_and_bf16():
 ])
 def test_stage_split_names_the_model_stages_and_sums_to_x(config, stages):
     model = load_model(config).model
-    split = split_stages(model, (64, 96), warmup=1, runs=2)
+    split = split_stages(model, _noise((64, 96)), warmup=1, runs=2)
     assert list(split.seconds) == [*stages, "other", "postprocess"] and split.runs == 2
     assert all(split.seconds[name] > 0 for name in stages)
     # the stages are X but for moving the image to the device and padding it: most of it
@@ -306,7 +312,7 @@ def test_stage_split_flops_outside_the_stages_are_not_a_rounding_error(monkeypat
             return {module: {torch.ops.aten.convolution: n} for module, n in counts.items()}
 
     monkeypatch.setattr(benchmark_module, "_count_flops", lambda model, image: Counter())
-    split = split_stages(load_model(TINY).model, (64, 96), warmup=0, runs=1)
+    split = split_stages(load_model(TINY).model, _noise((64, 96)), warmup=0, runs=1)
     assert split.gflops == {"backbone": 28.35972096, "neck": 19.7197824, "dense_head": 17.21031936,
                             "roi_heads": 28.608512, "postprocess": 0.0}
 

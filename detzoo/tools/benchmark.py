@@ -37,12 +37,14 @@
   run of the stage split, then ``PEAK_CALLS`` in a row (``ConvPeakSampler``). The model's
   share of a peak is its FLOPs over the stage split's X + Y over the peak, X + Y the mean
   over the runs or that of the fastest run.
-- **Stage split**: one image of the FLOPs' shape run through the inference timing
-  (``warmup`` + ``num_images`` times, under ``runtime.amp``) with forward pre- and post-hooks
+- **Stage split**: the first timed image run through the inference timing again
+  (``warmup`` + ``stage_runs`` times, under ``runtime.amp``) with forward pre- and post-hooks
   on the model's ``backbone``, ``neck``, ``dense_head`` (its NMS included) and ``roi_heads``
   (clocks read after ``torch.cuda.synchronize`` on a GPU): each stage's time and its FLOPs
   (``FlopCounterMode``'s per-module counts on one forward), "other" the rest of X (onto
-  the device, padding), postprocess Y with the counted FLOPs outside the four modules.
+  the device, padding), postprocess Y with the counted FLOPs outside the four modules. On
+  that image and not on noise: the mask and keypoint heads run on the detections, so the
+  work of the RoI heads depends on what the model finds in the image.
 - **FLOPs and parameters**: ``torch.utils.flop_counter.FlopCounterMode`` over one eval
   forward at a fixed input shape, one multiply-add counted as 2 FLOPs (mmdetection's
   ``get_flops`` counts multiply-adds, half this number); parameters: every parameter of
@@ -351,7 +353,8 @@ def _stage_lines(split: StageSplit, dtype: str, peak: float | None) -> list[str]
         return f"{100 * gflops / seconds / peak:.1f}%"
 
     lines = [
-        f"stages       one {shape} image, {split.runs} runs after {split.warmup} warm-up; X + Y = "
+        f"stages       the first image ({shape} after the test transform), {split.runs} runs after "
+        f"{split.warmup} warm-up; X + Y = "
         f"{1e3 * split.model_s:.1f} + {1e3 * split.postprocess_s:.1f} ms mean, {1e3 * split.fastest_s:.1f} ms "
         "the fastest run",
         f"  {'stage':<12}{'ms':>9}{'time':>8}{'GFLOPs':>10}{f'{dtype} peak':>11}{'fastest ms':>12}{'peak':>8}",
@@ -498,20 +501,21 @@ def stage_clock(model: DetectionModel) -> Iterator[dict[str, list[float]]]:
 
 
 def split_stages(
-    model: DetectionModel, shape: Size, *, warmup: int, runs: int, amp: str | None = None,
+    model: DetectionModel, model_input: ModelInput, *, warmup: int, runs: int, amp: str | None = None,
     between: Callable[[], None] | None = None,
 ) -> StageSplit:  # fmt: skip
-    """Where the time and the FLOPs of an inference go, stage by stage, on ``flops_input`` of
-    ``shape``: ``time_inference`` of that image ``warmup + runs`` times under ``stage_clock``,
-    and ``FlopCounterMode``'s per-module counts of one forward (as ``count_complexity``).
-    ``between`` is called before each run, outside its timing (``ConvPeakSampler.sample``)."""
-    image = flops_input(model.pixel_format, shape)
+    """Where the time and the FLOPs of an inference go, stage by stage, on ``model_input`` (one of
+    ``time_inference``'s inputs; its extra arguments, Fast R-CNN's proposals, are not counted): timed
+    ``warmup + runs`` times under ``stage_clock``, and ``FlopCounterMode``'s per-module counts of
+    one forward (as ``forward_gflops``). ``between`` is called before each run, outside its
+    timing (``ConvPeakSampler.sample``)."""
+    image = model_input[0]
 
     def inputs() -> Iterator[ModelInput]:
         for _ in range(warmup + runs):
             if between is not None:
                 between()
-            yield image, shape, {}
+            yield model_input
 
     with stage_clock(model) as clock:
         speed = time_inference(model, inputs(), warmup=warmup, input="stage split", amp=amp)
@@ -523,7 +527,7 @@ def split_stages(
     flops = {name: counts.get(f"{root}.{name}", 0) for name in seconds}
     flops["postprocess"] = counts.get("Global", 0) - sum(flops.values())
     return StageSplit(
-        input_shape=(3, *shape),
+        input_shape=(3, *image.shape[-2:]),
         runs=runs,
         warmup=warmup,
         model_s=speed.model_s,
@@ -859,7 +863,7 @@ def benchmark(
     input once), then FLOPs at ``shape`` (h, w; default the config's ``test_scale`` x
     ``max_size``). With ``loader``, the training loader alone after the training (as many
     batches) and the inference inputs' reading and transform alone after the inference.
-    With inference and FLOPs, the stage split on an image of ``shape`` (``warmup`` +
+    With inference and FLOPs, the stage split on the first inference image (``warmup`` +
     ``stage_runs`` runs); with ``peak``, the conv peaks (fp32, bf16, and fp16 when
     ``runtime.amp`` is fp16) on a map of ``peak_shape`` (default ``PEAK_SHAPE``). With ``profile``,
     the training's stage split (``TrainStageClock``). ``command`` is recorded as the
@@ -926,7 +930,7 @@ def benchmark(
             flops_shape = tuple(shape or (data["test_scale"], data["max_size"]))
             complexity = count_complexity(model, flops_shape)
             if inference:
-                stages = split_stages(model, flops_shape, warmup=warmup, runs=stage_runs, amp=amp,
+                stages = split_stages(model, next(inputs()), warmup=warmup, runs=stage_runs, amp=amp,
                                       between=None if sampler is None else sampler.sample)  # fmt: skip
     peaks = None
     if sampler is not None:
