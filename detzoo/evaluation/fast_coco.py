@@ -408,9 +408,10 @@ def _accumulate(match: np.ndarray, gt: _GroundTruth, dt: _Detections, params: Pa
     need_one = np.maximum(need, 1)  # the n-th true positive, n >= 1 (need 0 takes the first's precision)
     for m, max_det in enumerate(params.maxDets):
         kept = slice(None) if max_det >= params.maxDets[-1] else np.nonzero(rank < max_det)[0]
-        num_kept = len(rank) if isinstance(kept, slice) else len(kept)
         bounds = np.searchsorted(cat[kept], np.arange(num_k + 1))
-        fp_sum = np.cumsum(fps[:, :, kept], axis=2, dtype=np.int32).reshape(num_a * num_t, num_kept)
+        kept_fps = fps[:, :, kept]
+        num_kept = kept_fps.shape[2]
+        fp_sum = np.cumsum(kept_fps, axis=2, dtype=np.int32).reshape(num_a * num_t, num_kept)
         fp_before = np.zeros((num_a * num_t, num_k), dtype=np.int32)  # (A x T, K): before each category's first
         if num_kept:
             fp_before = fp_sum[:, np.maximum(bounds[:-1] - 1, 0)] * (bounds[:-1] > 0)
