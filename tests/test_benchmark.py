@@ -59,9 +59,9 @@ SCHEMA = {
 PARTS = ("inference", "train", "complexity", "train_loader", "test_loader", "peak", "stages")
 
 
-def _noise(shape):
-    """A model input of ``shape``: count_complexity's noise image (the tiny configs' pixel format)."""
-    return flops_input(load_model(TINY).model.pixel_format, shape), shape, {}
+def _noise(model, shape):
+    """A model input of ``shape`` for ``model``: count_complexity's noise image."""
+    return flops_input(model.pixel_format, shape), shape, {}
 
 
 def _sets(data_root):
@@ -251,7 +251,8 @@ def test_peak_samples_run_in_their_own_dtype_under_autocast(monkeypatch):
 
 def test_stage_split_calls_between_before_each_run_outside_its_timing():
     calls = []
-    split = split_stages(load_model(TINY).model, _noise((64, 96)), warmup=1, runs=1,
+    model = load_model(TINY).model
+    split = split_stages(model, _noise(model, (64, 96)), warmup=1, runs=1,
                          between=lambda: (calls.append(1), time.sleep(1.0)))  # fmt: skip
     assert len(calls) == 2 and split.model_s < 1.0 and split.fastest_s < 1.0
 
@@ -271,7 +272,7 @@ def test_conv_peak_measures_fp32_and_bf16():
 ])
 def test_stage_split_names_the_model_stages_and_sums_to_x(config, stages):
     model = load_model(config).model
-    split = split_stages(model, _noise((64, 96)), warmup=1, runs=2)
+    split = split_stages(model, _noise(model, (64, 96)), warmup=1, runs=2)
     assert list(split.seconds) == [*stages, "other", "postprocess"] and split.runs == 2
     assert all(split.seconds[name] > 0 for name in stages)
     # the stages are X but for moving the image to the device and padding it: most of it
@@ -312,7 +313,8 @@ def test_stage_split_flops_outside_the_stages_are_not_a_rounding_error(monkeypat
             return {module: {torch.ops.aten.convolution: n} for module, n in counts.items()}
 
     monkeypatch.setattr(benchmark_module, "_count_flops", lambda model, image: Counter())
-    split = split_stages(load_model(TINY).model, _noise((64, 96)), warmup=0, runs=1)
+    model = load_model(TINY).model
+    split = split_stages(model, _noise(model, (64, 96)), warmup=0, runs=1)
     assert split.gflops == {"backbone": 28.35972096, "neck": 19.7197824, "dense_head": 17.21031936,
                             "roi_heads": 28.608512, "postprocess": 0.0}
 

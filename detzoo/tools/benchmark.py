@@ -580,11 +580,12 @@ class ConvPeakSampler:
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
             return call_seconds(lambda: F.conv2d(*args, padding=1), self.device)
 
-    def sample(self) -> None:
-        """One timed call in each dtype."""
-        for name, args in self._args.items():
-            self._best[name] = min(self._best[name], self._seconds(args))
-        self.calls += 1
+    def sample(self, calls: int = 1) -> None:
+        """``calls`` timed calls in a row in each dtype."""
+        for _ in range(calls):
+            for name, args in self._args.items():
+                self._best[name] = min(self._best[name], self._seconds(args))
+            self.calls += 1
 
     def peak(self) -> ConvPeak:
         """GFLOP/s of the best sample of each dtype; None for a skipped one (or before any sample)."""
@@ -600,8 +601,7 @@ def conv_peak(
     """The device's conv peak in each of ``dtypes``: the best of ``calls`` calls in a row
     (``ConvPeakSampler``)."""
     sampler = ConvPeakSampler(device, dtypes, shape=shape)
-    for _ in range(calls):
-        sampler.sample()
+    sampler.sample(calls)
     return sampler.peak()
 
 
@@ -815,7 +815,7 @@ def forward_gflops(model: DetectionModel, image: Tensor) -> float:
     it), as ``FlopCounterMode`` counts them. The RoI heads' count depends on the image: the
     box head runs on the proposals the dense head keeps, the mask and keypoint heads on the
     detections (Keypoint R-CNN R-50-FPN at 800x1333: about 7 GFLOPs per detection)."""
-    return _count_flops(model, image.to(model.device)).get_total_flops() / 1e9
+    return _count_flops(model, image).get_total_flops() / 1e9
 
 
 @torch.no_grad()
@@ -934,8 +934,7 @@ def benchmark(
                                       between=None if sampler is None else sampler.sample)  # fmt: skip
     peaks = None
     if sampler is not None:
-        for _ in range(PEAK_CALLS):
-            sampler.sample()
+        sampler.sample(PEAK_CALLS)
         peaks = sampler.peak()
     return Benchmark(
         config=Path(str(config)).stem,
