@@ -115,7 +115,8 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
         assert loader["images_per_s"] > 0 and loader["model_images_per_s"] > 0
         assert loader["ratio"] == pytest.approx(loader["images_per_s"] / loader["model_images_per_s"])
 
-    model = load_model(TINY, checkpoint).model
+    detector = load_model(TINY, checkpoint)
+    model = detector.model
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model([flops_input(model.pixel_format, (64, 96))])
     assert counter.get_total_flops() > 0
@@ -125,7 +126,7 @@ def test_every_part_with_flops_and_params_as_torch_counts_them(synth_data, tmp_p
 
     # the stage split on the first timed image: its FLOPs are that image's, its share of each peak GFLOPs / (X + Y)
     stages, peak = record["stages"], record["peak"]
-    first = next(image_inputs(IMAGES, load_model(TINY).transform))[0]
+    first = next(image_inputs(IMAGES, detector.transform))[0]
     assert stages["input_shape"] == [3, *first.shape[-2:]] != [3, 64, 96] and stages["runs"] == 1
     assert sum(stages["gflops"].values()) == pytest.approx(forward_gflops(model, first))
     assert peak["shape"] == [1, 16, 8, 8] and record["amp"] is None
