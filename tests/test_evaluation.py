@@ -18,6 +18,7 @@ from detzoo.evaluation.coco import (
     instances_to_coco_results,
     write_results,
 )
+from detzoo.evaluation.segmentation import read_counts, rle_problems
 from detzoo.structures import Instances
 
 CAT_IDS = [1, 3, 7]  # label i <-> CAT_IDS[i]
@@ -201,3 +202,34 @@ def test_write_results_and_table(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]
     table = format_table({"AP": 0.3791, "AP50": 0.5, "APs": -1.0})
     assert table.splitlines() == ["  AP | AP50 | APs", "37.9 | 50.0 |   -"]
+
+
+def _mask_runs(mask: np.ndarray) -> list[int]:
+    """The run lengths of a binary mask in column-major order, zeros first."""
+    flat = mask.ravel(order="F").astype(np.int8)
+    runs = np.diff(np.concatenate(([0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]))).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+def test_read_counts_reads_pycocotools_strings_all_at_once_and_names_what_is_unreadable():
+    rng = np.random.default_rng(0)
+    masks = [rng.random((h, w)) < p for h, w, p in ((7, 5, 0.5), (30, 40, 0.1), (1, 1, 1.0), (64, 64, 0.0))]
+    masks += [ellipse_mask(120, 160, (10, 20, 100, 60)) > 0, np.ones((40, 50), dtype=bool)]
+    strings = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"] for m in masks]
+    bad = ["PP", "0p", "Ooooooo1", "01\x7f", ""]
+    runs, bounds, problems = read_counts([*strings[:3], *bad, *(s.decode() for s in strings[3:])])
+    got = [runs[bounds[i] : bounds[i + 1]].tolist() for i in range(len(bounds) - 1)]
+    for mask, counts in zip(masks, got[:3] + got[8:]):  # bytes and str; run lengths of 4096 and 2000
+        assert counts == _mask_runs(mask)
+    assert got[7] == [] and problems == [None] * 3 + [
+        "the string ends in the middle of a run length",
+        "character 'p' at 1 is not one of pycocotools' ('0' to 'o')",
+        "a run length of more than 6 characters at 1",
+        "character '\\x7f' at 2 is not one of pycocotools' ('0' to 'o')",
+    ] + [None] * 4
+    assert rle_problems([{"size": [7, 5], "counts": strings[0]}, {"size": [2, 2], "counts": "PP"},
+                         {"size": [2, 2], "counts": "1"}, {"size": [2, 2], "counts": "04"}],
+                        [None, None, (2, 2), (3, 2)]) == [
+        None, "an RLE whose compressed counts cannot be read: the string ends in the middle of a run length",
+        "an RLE whose run lengths add up to 1, not 4 (its size [2, 2])",
+        "an RLE of size [2, 2], but the image is (h, w) [3, 2]"]

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import Params
 from detzoo.files import atomic_write
 from detzoo.errors import DataError
 from detzoo.evaluation.fast_coco import FastCOCOeval, make_params
-from detzoo.evaluation.segmentation import finite_numbers, masks_to_rles, rle_problem, segmentation_problem
+from detzoo.evaluation.segmentation import finite_numbers, masks_to_rles, rle_problem, segmentation_problems
 from detzoo.evaluation.types import BBOX, KEYPOINTS, SEGM
 from detzoo.structures import Instances
 
@@ -208,13 +208,14 @@ def evaluable_ground_truth(coco_gt: COCO, iou_type: str) -> COCO:
 
 def check_result_segmentations(coco_gt: COCO, results: Sequence[dict]) -> None:
     """A ``DataError`` for the first result whose ``segmentation`` pycocotools cannot take
-    safely (``segmentation_problem`` for its image's size): results read from a file."""
-    for index, result in enumerate(results):
-        image = coco_gt.imgs.get(result.get("image_id"))
-        if "segmentation" in result and image is not None:
-            problem = segmentation_problem(result["segmentation"], (image["height"], image["width"]))
-            if problem:
-                raise DataError(f"result {index} (image {result['image_id']}) has {problem}")
+    safely (``segmentation_problems`` for its image's size): results read from a file."""
+    checked = [(index, result, (image["height"], image["width"])) for index, result in enumerate(results)
+               if "segmentation" in result and (image := coco_gt.imgs.get(result.get("image_id"))) is not None]
+    problems = segmentation_problems([result["segmentation"] for _, result, _ in checked],
+                                     [size for _, _, size in checked])  # fmt: skip
+    for (index, result, _), problem in zip(checked, problems):
+        if problem:
+            raise DataError(f"result {index} (image {result['image_id']}) has {problem}")
 
 
 def _some(ids: list) -> str:

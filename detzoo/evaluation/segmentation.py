@@ -21,6 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 _DIGITS = 6  # a run length in at most 6 characters (30 bits): more overflow maskApi.c's int shifts
+_CHUNK = 1 << 20  # characters read together: numpy's temporaries stay small enough for malloc to reuse
 
 
 def _is_int(value: Any) -> bool:
@@ -39,59 +40,130 @@ def finite_numbers(values: Any) -> bool:
 def segmentation_problem(segm: Any, size: Sequence[int] | None = None) -> str | None:
     """What makes a COCO segmentation unusable, or None for polygons (lists of finite
     numbers) and for an RLE that ``rle_problem`` accepts (``size``: the image's (h, w))."""
-    if isinstance(segm, dict):
-        return rle_problem(segm, size)
-    if isinstance(segm, list) and all(finite_numbers(p) for p in segm):
-        return None
-    return f"segmentation {str(segm)[:60]!r}, expected polygons (lists of finite numbers) or an RLE"
+    return segmentation_problems([segm], [size])[0]
 
 
-def decode_counts(counts: str | bytes) -> list[int] | str:
-    """The run lengths of a compressed RLE string, read as rleFrString reads them, or what
-    makes it unreadable."""
-    runs: list[int] = []
-    value = digit = 0
-    for position, byte in enumerate(counts.encode() if isinstance(counts, str) else counts):
-        c = byte - 48
-        if not 0 <= c <= 63:
-            return f"character {chr(byte)!r} at {position} is not one of pycocotools' ('0' to 'o')"
-        value |= (c & 0x1F) << (5 * digit)
-        digit += 1
-        if c & 0x20:  # more digits follow
-            if digit == _DIGITS:
-                return f"a run length of more than {_DIGITS} characters at {position + 1 - digit}"
-            continue
-        if c & 0x10:  # negative
-            value -= 1 << (5 * digit)
-        if len(runs) > 2:  # from the fourth on: the difference to the one two before
-            value += runs[-2]
-        runs.append(value)
-        value = digit = 0
-    return "the string ends in the middle of a run length" if digit else runs
+def segmentation_problems(segms: Sequence[Any], sizes: Sequence[Sequence[int] | None]) -> list[str | None]:
+    """``segmentation_problem`` of each segmentation in its image's ``sizes`` (or None), the
+    RLEs checked together (``rle_problems``)."""
+    rles = [i for i, segm in enumerate(segms) if isinstance(segm, dict)]
+    read = dict(zip(rles, rle_problems([segms[i] for i in rles], [sizes[i] for i in rles])))
+    return [read[i] if i in read else None if isinstance(segm, list) and all(finite_numbers(p) for p in segm)
+            else f"segmentation {str(segm)[:60]!r}, expected polygons (lists of finite numbers) or an RLE"
+            for i, segm in enumerate(segms)]
+
+
+def read_counts(strings: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """The run lengths of compressed RLE strings, read by numpy as rleFrString reads each,
+    about ``_CHUNK`` characters at a time: ``(runs, bounds, problems)``, string i's run lengths
+    ``runs[bounds[i]:bounds[i + 1]]`` (int64) and ``problems[i]`` what makes it unreadable, or
+    None (its runs then mean nothing)."""
+    encoded = [s.encode() if isinstance(s, str) else s for s in strings]
+    stop = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+    edges = np.unique([0, *np.searchsorted(stop, np.arange(_CHUNK, stop[-1] if len(stop) else 0, _CHUNK)), len(stop)])
+    parts = [_read_chunk(encoded[a:b]) for a, b in zip(edges[:-1].tolist(), edges[1:].tolist())]
+    runs = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    return runs, np.concatenate(([0], np.cumsum(counts))), [problem for p in parts for problem in p[2]]
+
+
+def _read_chunk(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """``read_counts`` of a few strings: (their run lengths, how many each, problems)."""
+    stop = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))  # one past each string's end
+    c = np.frombuffer(b"".join(encoded), np.uint8) - np.uint8(48)  # below '0' wraps to above 63
+    more = (c & 0x20).astype(bool)  # more digits follow
+    end = ~more
+    end[np.unique(stop[stop > 0] - 1)] = True  # a string ends its last run length
+    ends = np.flatnonzero(end)
+    digits = np.diff(ends, prepend=-1)  # each run length's characters
+    starts = ends - digits + 1
+    value = (c[starts] & 0x1F).astype(np.int64)
+    for k in range(1, min(_DIGITS, int(digits.max(initial=0)))):  # 5-bit digits, least significant first
+        longer = np.flatnonzero(digits > k)
+        value[longer] += (c[starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
+    negative = np.flatnonzero(c[ends] & 0x10)
+    value[negative] -= np.int64(1) << (5 * np.minimum(digits[negative], _DIGITS))
+    first = np.searchsorted(ends, np.concatenate(([0], stop)))  # each string's first run length
+    count = np.diff(first)
+    first = first[:-1]
+    # from the fourth on, the difference to the one two before: sums along each parity, from
+    # the second and the third run length of each string on
+    head = first[count > 0]
+    leading = value[head]
+    value[head] = 0
+    for parity in (0, 1):
+        chain = value[parity::2]  # a view: written through
+        before = (first + 1 - parity) // 2  # the chain's elements before each string
+        total = np.cumsum(chain)
+        chain[:] = total - np.repeat(np.concatenate(([0], total))[before], (first + count + 1 - parity) // 2 - before)
+    value[head] = leading
+    wrong = np.concatenate((np.flatnonzero(c > 63), ends[(digits > _DIGITS) | ((digits == _DIGITS) & more[ends])],
+                            stop[(stop > 0) & more[stop - 1]] - 1))  # fmt: skip
+    problems: list[str | None] = [None] * len(encoded)
+    for i in np.unique(np.searchsorted(stop, wrong, side="right")).tolist():
+        problems[i] = _unreadable(c[stop[i] - len(encoded[i]) : stop[i]])
+    return value, count, problems
+
+
+def _unreadable(c: np.ndarray) -> str:
+    """What stops rleFrString in a string of characters - 48 ``c`` that ``read_counts``
+    found wrong: the first character out of range, the first run length of more than
+    ``_DIGITS`` characters, else an end in the middle of one."""
+    more = (c & 0x20).astype(bool)
+    boundary = np.concatenate(([-1], np.flatnonzero(~more)))  # the characters that end a run length
+    position = np.arange(len(c))
+    digit = position - boundary[np.searchsorted(boundary, position) - 1] - 1
+    bad = np.flatnonzero((c > 63) | (more & (digit == _DIGITS - 1)))
+    if not len(bad):
+        return "the string ends in the middle of a run length"
+    at = int(bad[0])
+    if c[at] > 63:
+        return f"character {chr((int(c[at]) + 48) % 256)!r} at {at} is not one of pycocotools' ('0' to 'o')"
+    return f"a run length of more than {_DIGITS} characters at {at + 1 - _DIGITS}"
 
 
 def rle_problem(rle: dict, size: Sequence[int] | None = None) -> str | None:
     """What makes ``rle`` unusable, or None: ``size`` not two positive integers (or not
     ``size``, the image's (h, w), when given), counts not a list of non-negative integers
     or a readable compressed string, or run lengths that do not add up to h x w."""
-    height_width = rle.get("size")
-    if not (isinstance(height_width, (list, tuple)) and len(height_width) == 2
-            and all(_is_int(v) and v > 0 for v in height_width)):
-        return f"an RLE whose size {height_width!r} is not [height, width], two positive integers"
-    if size is not None and list(height_width) != list(size):
-        return f"an RLE of size {list(height_width)}, but the image is (h, w) {list(size)}"
-    counts = rle.get("counts")
-    if isinstance(counts, (str, bytes)):
-        runs = decode_counts(counts)
-        if isinstance(runs, str):
-            return f"an RLE whose compressed counts cannot be read: {runs}"
-        if min(runs, default=0) < 0:
-            return "an RLE whose compressed counts hold a negative run length"
-        total = sum(runs)
-    elif isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts):
-        total = sum(counts)
-    else:
-        return f"an RLE whose counts {str(counts)[:60]!r} are neither run lengths (non-negative integers) nor a string"
+    return rle_problems([rle], [size])[0]
+
+
+def rle_problems(rles: Sequence[dict], sizes: Sequence[Sequence[int] | None]) -> list[str | None]:
+    """``rle_problem`` of each RLE in its image's ``sizes`` (or None), their compressed
+    strings read together (``read_counts``)."""
+    problems: list[str | None] = []
+    strings: dict[int, str | bytes] = {}  # by position in rles
+    for rle, size in zip(rles, sizes):
+        height_width = rle.get("size")
+        counts = rle.get("counts")
+        if not (isinstance(height_width, (list, tuple)) and len(height_width) == 2
+                and all(_is_int(v) and v > 0 for v in height_width)):
+            problems.append(f"an RLE whose size {height_width!r} is not [height, width], two positive integers")
+        elif size is not None and list(height_width) != list(size):
+            problems.append(f"an RLE of size {list(height_width)}, but the image is (h, w) {list(size)}")
+        elif isinstance(counts, (str, bytes)):
+            strings[len(problems)] = counts
+            problems.append(None)  # read below
+        elif isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts):
+            problems.append(_total_problem(sum(counts), height_width))
+        else:
+            problems.append(f"an RLE whose counts {str(counts)[:60]!r} are neither run lengths (non-negative "
+                            "integers) nor a string")
+    runs, bounds, unreadable = read_counts(list(strings.values()))
+    totals = np.diff(np.concatenate(([0], np.cumsum(runs)))[bounds]).tolist()
+    negative = np.diff(np.concatenate(([0], np.cumsum(runs < 0)))[bounds]).astype(bool).tolist()
+    for i, problem, total, negative_run in zip(strings, unreadable, totals, negative):
+        if problem:
+            problems[i] = f"an RLE whose compressed counts cannot be read: {problem}"
+        elif negative_run:
+            problems[i] = "an RLE whose compressed counts hold a negative run length"
+        else:
+            problems[i] = _total_problem(total, rles[i]["size"])
+    return problems
+
+
+def _total_problem(total: int, height_width: Sequence[int]) -> str | None:
     expected = height_width[0] * height_width[1]
     if total != expected:
         return f"an RLE whose run lengths add up to {total}, not {expected} (its size {list(height_width)})"
