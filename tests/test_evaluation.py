@@ -221,6 +221,7 @@ def test_read_counts_reads_pycocotools_strings_all_at_once_and_names_what_is_unr
     got = [runs[bounds[i] : bounds[i + 1]].tolist() for i in range(len(bounds) - 1)]
     for mask, counts in zip(masks, got[:3] + got[8:]):  # bytes and str; run lengths of 4096 and 2000
         assert counts == _mask_runs(mask)
+    assert [read_counts(s)[1].tolist() for s in ([], [""], ["", b""])] == [[0], [0, 0], [0, 0, 0]]
     assert got[7] == [] and problems == [None] * 3 + [
         "the string ends in the middle of a run length",
         "character 'p' at 1 is not one of pycocotools' ('0' to 'o')",

@@ -71,14 +71,16 @@ def _read_chunk(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[str 
     """``read_counts`` of a few strings: (their run lengths, how many each, problems)."""
     stop = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))  # one past each string's end
     c = np.frombuffer(b"".join(encoded), np.uint8) - np.uint8(48)  # below '0' wraps to above 63
+    if not len(c):
+        return np.zeros(0, dtype=np.int64), np.zeros(len(encoded), dtype=np.int64), [None] * len(encoded)
     more = (c & 0x20).astype(bool)  # more digits follow
     end = ~more
-    end[np.unique(stop[stop > 0] - 1)] = True  # a string ends its last run length
+    end[stop[stop > 0] - 1] = True  # a string ends its last run length
     ends = np.flatnonzero(end)
     digits = np.diff(ends, prepend=-1)  # each run length's characters
     starts = ends - digits + 1
     value = (c[starts] & 0x1F).astype(np.int64)
-    for k in range(1, min(_DIGITS, int(digits.max(initial=0)))):  # 5-bit digits, least significant first
+    for k in range(1, min(_DIGITS, int(digits.max()))):  # 5-bit digits, least significant first
         longer = np.flatnonzero(digits > k)
         value[longer] += (c[starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
     negative = np.flatnonzero(c[ends] & 0x10)
