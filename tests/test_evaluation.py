@@ -18,6 +18,7 @@ from detzoo.evaluation.coco import (
     instances_to_coco_results,
     write_results,
 )
+from detzoo.evaluation import segmentation
 from detzoo.evaluation.segmentation import read_counts, rle_problems
 from detzoo.structures import Instances
 
@@ -211,7 +212,7 @@ def _mask_runs(mask: np.ndarray) -> list[int]:
     return [0, *runs] if flat[0] else runs
 
 
-def test_read_counts_reads_pycocotools_strings_all_at_once_and_names_what_is_unreadable():
+def test_read_counts_reads_pycocotools_strings_all_at_once_and_names_what_is_unreadable(monkeypatch):
     rng = np.random.default_rng(0)
     masks = [rng.random((h, w)) < p for h, w, p in ((7, 5, 0.5), (30, 40, 0.1), (1, 1, 1.0), (64, 64, 0.0))]
     masks += [ellipse_mask(120, 160, (10, 20, 100, 60)) > 0, np.ones((40, 50), dtype=bool)]
@@ -228,9 +229,16 @@ def test_read_counts_reads_pycocotools_strings_all_at_once_and_names_what_is_unr
         "a run length of more than 6 characters at 1",
         "character '\\x7f' at 2 is not one of pycocotools' ('0' to 'o')",
     ] + [None] * 4
+    # read a few characters at a time: the same runs and problems
+    monkeypatch.setattr(segmentation, "_CHUNK", 7)
+    small_chunks = read_counts([*strings[:3], *bad, *(s.decode() for s in strings[3:])])
+    assert np.array_equal(small_chunks[0], runs) and np.array_equal(small_chunks[1], bounds)
+    assert small_chunks[2] == problems
     assert rle_problems([{"size": [7, 5], "counts": strings[0]}, {"size": [2, 2], "counts": "PP"},
-                         {"size": [2, 2], "counts": "1"}, {"size": [2, 2], "counts": "04"}],
-                        [None, None, (2, 2), (3, 2)]) == [
+                         {"size": [2, 2], "counts": "1"}, {"size": [2, 2], "counts": "04"},
+                         {"size": [2, 2], "counts": "0@"}],  # "@": -32
+                        [None, None, (2, 2), (3, 2), None]) == [
         None, "an RLE whose compressed counts cannot be read: the string ends in the middle of a run length",
         "an RLE whose run lengths add up to 1, not 4 (its size [2, 2])",
-        "an RLE of size [2, 2], but the image is (h, w) [3, 2]"]
+        "an RLE of size [2, 2], but the image is (h, w) [3, 2]",
+        "an RLE whose compressed counts hold a negative run length"]
