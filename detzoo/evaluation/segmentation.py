@@ -99,29 +99,28 @@ def _read_chunk(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[str 
         total = np.cumsum(chain)
         chain[:] = total - np.repeat(np.concatenate(([0], total))[before], (first + count + 1 - parity) // 2 - before)
     value[head] = leading
-    wrong = np.concatenate((np.flatnonzero(c > 63), ends[(digits > _DIGITS) | ((digits == _DIGITS) & more[ends])],
-                            stop[(stop > 0) & more[stop - 1]] - 1))  # fmt: skip
+    return value, count, _problems(encoded, stop, c, starts[(digits > _DIGITS) | ((digits == _DIGITS) & more[ends])],
+                                   more)  # fmt: skip
+
+
+def _problems(encoded: list[bytes], stop: np.ndarray, c: np.ndarray, too_long: np.ndarray,
+              more: np.ndarray) -> list[str | None]:  # fmt: skip
+    """What stops rleFrString in each string of ``_read_chunk`` (``c``: its characters - 48,
+    ``too_long``: where its run lengths of more than ``_DIGITS`` characters start): the first
+    character out of range or the ``_DIGITS``-th of a run length that goes on, else an end in
+    the middle of a run length; None for a readable string."""
+    at = np.sort(np.concatenate((np.flatnonzero(c > 63), too_long + _DIGITS - 1)))
+    strings, first = np.unique(np.searchsorted(stop, at, side="right"), return_index=True)
     problems: list[str | None] = [None] * len(encoded)
-    for i in np.unique(np.searchsorted(stop, wrong, side="right")).tolist():
-        problems[i] = _unreadable(c[stop[i] - len(encoded[i]) : stop[i]])
-    return value, count, problems
-
-
-def _unreadable(c: np.ndarray) -> str:
-    """What stops rleFrString in a string of characters - 48 ``c`` that ``read_counts``
-    found wrong: the first character out of range, the first run length of more than
-    ``_DIGITS`` characters, else an end in the middle of one."""
-    more = (c & 0x20).astype(bool)
-    boundary = np.concatenate(([-1], np.flatnonzero(~more)))  # the characters that end a run length
-    position = np.arange(len(c))
-    digit = position - boundary[np.searchsorted(boundary, position) - 1] - 1
-    bad = np.flatnonzero((c > 63) | (more & (digit == _DIGITS - 1)))
-    if not len(bad):
-        return "the string ends in the middle of a run length"
-    at = int(bad[0])
-    if c[at] > 63:
-        return f"character {chr((int(c[at]) + 48) % 256)!r} at {at} is not one of pycocotools' ('0' to 'o')"
-    return f"a run length of more than {_DIGITS} characters at {at + 1 - _DIGITS}"
+    for i, position in zip(strings.tolist(), at[first].tolist()):
+        where = position - (int(stop[i]) - len(encoded[i]))  # in its string
+        problems[i] = (f"character {chr((int(c[position]) + 48) % 256)!r} at {where} is not one of pycocotools' "
+                       "('0' to 'o')" if c[position] > 63 else
+                       f"a run length of more than {_DIGITS} characters at {where + 1 - _DIGITS}")  # fmt: skip
+    length = np.diff(stop, prepend=0)
+    for i in np.flatnonzero((length > 0) & more[stop - 1]).tolist():
+        problems[i] = problems[i] or "the string ends in the middle of a run length"
+    return problems
 
 
 def rle_problem(rle: dict, size: Sequence[int] | None = None) -> str | None:
