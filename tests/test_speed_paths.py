@@ -1,6 +1,6 @@
 """The speed paths keep the results: frozen / eval-mode BN folded into the convolution
-(forward and gradients), channels-last features, ``runtime.compile`` and ``runtime.amp``
-at inference."""
+(forward and gradients), channels-last features, the box head's first fc as a convolution,
+``runtime.compile`` and ``runtime.amp`` at inference."""
 
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from torch import nn
 
 import detzoo
 from detzoo.detectors.model import memory_format
+from detzoo.heads.box import ConvFCBoxHead, map_linear
 from detzoo.layers.norm import ConvWS2d, FrozenBatchNorm2d, build_norm, conv_norm_forward
 
 IMAGE = sorted((Path(__file__).parent / "data" / "coco" / "images").glob("*.jpg"))[0]
@@ -52,6 +53,28 @@ def test_conv_norm_forward_equals_the_unfolded_norm_and_its_gradients(norm_name,
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5 * r.abs().max().item())
     if norm_name == "BN" and not eval_mode:  # batch statistics: nothing folded, the running stats move
         assert not torch.equal(norm.running_mean, torch.zeros(32))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("num", [0, 5])
+def test_map_linear_is_the_fc_of_the_flattened_maps_and_its_gradients(layout, num):
+    """On the CPU the first fc runs as a convolution over the whole map: the same outputs and
+    gradients as ``fc(x.flatten(1))`` (float64), for RoIAlign's channels-last maps and
+    contiguous ones, and for no RoIs."""
+    torch.manual_seed(0)
+    head = ConvFCBoxHead(in_channels=8, pooled_size=7, fc_dim=16).double()
+    fc = head.fcs[0]
+    x = torch.randn(num, 8, 7, 7, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    results = []
+    for as_conv in (True, False):
+        x.grad = None
+        fc.zero_grad()
+        out = map_linear(fc, x, head.map_shape) if as_conv else fc(x.flatten(1))
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad.clone(), fc.weight.grad.clone(), fc.bias.grad.clone()))
+    assert results[0][0].shape == (num, 16)
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("norm", ["FrozenBN", "BN"])
