@@ -77,6 +77,14 @@ def test_map_linear_is_the_fc_of_the_flattened_maps_and_its_gradients(layout, nu
         torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
 
 
+def test_map_linear_is_a_matrix_product_in_a_traced_model():
+    """A trace (ONNX export) keeps the fc a matrix product (ONNX ``Gemm``)."""
+    head = ConvFCBoxHead(in_channels=8, pooled_size=7, fc_dim=16).eval()
+    with torch.no_grad():
+        graph = str(torch.jit.trace(head, torch.randn(3, 8, 7, 7)).inlined_graph)
+    assert "aten::linear" in graph and "aten::_convolution" not in graph and "aten::conv2d" not in graph
+
+
 @pytest.mark.parametrize("norm", ["FrozenBN", "BN"])
 def test_bn_is_folded_in_the_backbone_at_inference(norm):
     """The backbone's convolutions run with the folded weight: the frozen BN (or, in eval
