@@ -11,8 +11,9 @@ bf16 through ``runtime.amp``), on the three test images at 800 px, batch 1,
   FLOPs): convolutions and matrix products (addmm, mm, bmm), mean over the images;
 - **time by kind**: one more round under ``torch.profiler``, the ops' self times (on the
   calling thread, which waits for its intra-op threads): "conv" every op whose name holds
-  ``convolution`` (oneDNN's kernel and its wrappers), "matmul" addmm / mm / bmm, "other" the
-  rest of the profiled total (elementwise ops, RoIAlign, NMS, resizing, copies, Python);
+  ``convolution`` (oneDNN's kernel and its wrappers), "matmul" addmm / mm / bmm, "other" every
+  other op (elementwise ops, RoIAlign, NMS, resizing, copies); the Python between the ops is
+  in no op, so scaling the shares to s/img (below) spreads it over the kinds;
 - **% of the conv peak**, against the peak of the precision's dtype measured in the same run
   (``detzoo.tools.benchmark.ConvPeakSampler``, sampled before each model and precision and
   ``--peak-calls`` times at the end; the best sample): the model's (all FLOPs / s/img); the
@@ -68,7 +69,7 @@ def flops_by_kind(detector: detzoo.Detector, images: list[np.ndarray]) -> dict[s
 
 
 def seconds_by_kind(detector: detzoo.Detector, images: list[np.ndarray]) -> dict[str, float]:
-    """Mean profiled self seconds per image, by kind, and their total."""
+    """Mean profiled self seconds of the ops per image, by kind, and their total."""
     with profile() as prof:
         for image in images:
             detector.predict(image)
