@@ -63,9 +63,9 @@ def map_linear(fc: nn.Linear, x: Tensor, shape: tuple[int, int, int]) -> Tensor:
     convolution whose kernel covers the map (the same sums of products): oneDNN's convolution
     takes RoIAlign's channels-last maps as they are, where flattening copies them into the
     layout MKL's matrix product wants (Faster R-CNN's fc6 on 1000 RoIs: 1.1-1.4x faster
-    forward, 1.05x forward + backward, on a 2-core AVX-512 host). On CUDA the matrix product
-    (cuBLAS), as torchvision, and in a traced model (ONNX export: a ``Gemm``, as before)."""
-    if x.device.type == "cuda" or torch.jit.is_tracing():
+    forward, 1.05x forward + backward, on a 2-core AVX-512 host). Elsewhere the matrix product
+    (on CUDA cuBLAS's, as torchvision), and in a traced model (ONNX export: a ``Gemm``, as before)."""
+    if x.device.type != "cpu" or torch.jit.is_tracing():
         return fc(x.flatten(1))
     return F.conv2d(x, fc.weight.reshape(fc.out_features, *shape), fc.bias).flatten(1)
 
