@@ -69,7 +69,7 @@ def test_map_linear_is_the_fc_of_the_flattened_maps_and_its_gradients(layout, nu
     for as_conv in (True, False):
         x.grad = None
         fc.zero_grad()
-        out = map_linear(fc, x, head.map_shape) if as_conv else fc(x.flatten(1))
+        out = map_linear(fc, x) if as_conv else fc(x.flatten(1))
         (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
         results.append((out.detach(), x.grad.clone(), fc.weight.grad.clone(), fc.bias.grad.clone()))
     assert results[0][0].shape == (num, 16)

@@ -3,7 +3,6 @@ class-specific box deltas, with training targets, losses and inference."""
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import torch
@@ -36,8 +35,7 @@ class ConvFCBoxHead(nn.Module):
     ) -> None:
         super().__init__()
         self.convs = conv_stack(in_channels, conv_dim, num_convs, norm=norm, conv_ws=conv_ws)
-        self.map_shape = (conv_dim if num_convs else in_channels, pooled_size, pooled_size)  # what the fcs take
-        dim = math.prod(self.map_shape)
+        dim = (conv_dim if num_convs else in_channels) * pooled_size**2
         self.fcs = nn.ModuleList()
         for _ in range(num_fcs):
             fc = nn.Linear(dim, fc_dim)
@@ -52,22 +50,22 @@ class ConvFCBoxHead(nn.Module):
             x = F.relu(conv(x))
         if not self.fcs:
             return x.flatten(1)
-        x = F.relu(map_linear(self.fcs[0], x, self.map_shape))
+        x = F.relu(map_linear(self.fcs[0], x))
         for fc in self.fcs[1:]:
             x = F.relu(fc(x))
         return x
 
 
-def map_linear(fc: nn.Linear, x: Tensor, shape: tuple[int, int, int]) -> Tensor:
-    """``fc(x.flatten(1))`` of (N, C, H, W) maps, (C, H, W) = ``shape``. On the CPU as a
-    convolution whose kernel covers the map (the same sums of products): oneDNN's convolution
-    takes RoIAlign's channels-last maps as they are, where flattening copies them into the
-    layout MKL's matrix product wants (Faster R-CNN's fc6 on 1000 RoIs: 1.1-1.4x faster
-    forward, 1.05x forward + backward, on a 2-core AVX-512 host). Elsewhere the matrix product
-    (on CUDA cuBLAS's, as torchvision), and in a traced model (ONNX export: a ``Gemm``, as before)."""
+def map_linear(fc: nn.Linear, x: Tensor) -> Tensor:
+    """``fc(x.flatten(1))`` of (N, C, H, W) maps. On the CPU as a convolution whose kernel
+    covers the map (the same sums of products): oneDNN's convolution takes RoIAlign's
+    channels-last maps as they are, where flattening copies them into the layout MKL's matrix
+    product wants (Faster R-CNN's fc6 on 1000 RoIs: 1.1-1.4x faster forward, 1.05x forward +
+    backward, on a 2-core AVX-512 host). Elsewhere the matrix product (on CUDA cuBLAS's, as
+    torchvision), and in a traced model (ONNX export: a ``Gemm``, as before)."""
     if x.device.type != "cpu" or torch.jit.is_tracing():
         return fc(x.flatten(1))
-    return F.conv2d(x, fc.weight.reshape(fc.out_features, *shape), fc.bias).flatten(1)
+    return F.conv2d(x, fc.weight.reshape(fc.out_features, *x.shape[1:]), fc.bias).flatten(1)
 
 
 class Res5BoxHead(nn.Module):
