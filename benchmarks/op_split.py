@@ -31,7 +31,6 @@ import json
 import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import detzoo  # noqa: E402
-from compare_toolboxes import IMAGES, MODELS, decode, set_process, torchvision_side  # noqa: E402
+from compare_toolboxes import IMAGES, MODELS, Side, alternate, decode, set_process, torchvision_side  # noqa: E402
 from detzoo.tools.benchmark import ConvPeakSampler, environment  # noqa: E402
 
 FAMILIES = ("faster", "mask", "keypoint", "retinanet")
@@ -79,20 +78,11 @@ def seconds_by_kind(detector: detzoo.Detector, images: list[np.ndarray]) -> dict
     return {**{k: v / len(images) for k, v in spent.items()}, "total": sum(spent.values()) / len(images)}
 
 
-def median_seconds(detector: detzoo.Detector, images: list[np.ndarray], *, warmup: int, runs: int) -> float:
-    times = []
-    for round_ in range(warmup + runs):
-        for image in images:
-            start = time.perf_counter()
-            detector.predict(image)
-            if round_ >= warmup:
-                times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def measure(detector: detzoo.Detector, images: list[np.ndarray], *, warmup: int, runs: int) -> dict:
+    side = Side("detzoo", images, detector.predict, lambda out: out)
+    times, _ = alternate([side], warmup=warmup, runs=runs, device=torch.device("cpu"))
+    s_img = float(np.median(times["detzoo"]))
     with torch.inference_mode():
-        s_img = median_seconds(detector, images, warmup=warmup, runs=runs)
         flops = flops_by_kind(detector, images)
         seconds = seconds_by_kind(detector, images)
     return {"s_img": s_img, "gflops": {k: v / 1e9 for k, v in flops.items()}, "profiled_s": seconds}
