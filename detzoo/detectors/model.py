@@ -12,6 +12,7 @@ from detzoo.errors import InputError
 from detzoo.heads.box import RoIHeads
 from detzoo.heads.retina import RetinaNet
 from detzoo.heads.rpn import RPN
+from detzoo.layers.conv import avx512_cpu
 from detzoo.layers.keypoint_ops import heatmaps_to_keypoints
 from detzoo.layers.mask_ops import PASTES, paste_masks
 from detzoo.structures import ClassRows, ImageBatch, Instances, PixelFormat, Size, scale_boxes, scale_points
@@ -204,7 +205,7 @@ def memory_format(device: torch.device, *, training: bool) -> torch.memory_forma
     convolution backward runs ~3x slower than NCHW's (3x3, 256 channels, 2x200x336 map on a
     2-core AMD EPYC: 10.4 s against 3.6 s). Fixed per machine, so a resumed run computes as
     the first did."""
-    if not training or device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+    if not training or device.type != "cpu" or avx512_cpu(device):
         return torch.channels_last
     return torch.contiguous_format
 

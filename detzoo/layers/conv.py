@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from detzoo.layers.norm import build_norm, conv_class, conv_norm_forward
+
+
+def avx512_cpu(device: torch.device) -> bool:
+    """Whether ``device`` is a CPU whose kernels use AVX-512 (torch's dispatch level): oneDNN's
+    convolutions differ most between these and AVX2 ones, for the layout they are fastest in
+    (``detzoo.detectors.model.memory_format``) and for a kernel the size of the map
+    (``detzoo.heads.box.map_linear``)."""
+    return device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 class ConvNorm(nn.Sequential):
