@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import detzoo
 from detzoo.detectors.model import memory_format
+from detzoo.engine.inference import _warn_emulated_bf16, autocast_dtype
 from detzoo.heads.box import ConvFCBoxHead, map_linear
 from detzoo.layers.norm import ConvWS2d, FrozenBatchNorm2d, build_norm, conv_norm_forward
 
@@ -153,3 +154,19 @@ def test_bf16_inference_runs_the_network_in_bf16_and_returns_fp32():
     # the best fp32 detection is found in bf16 too, within bf16's rounding
     best = ref["boxes"][0]
     assert np.abs(ours["boxes"] - best).max(1).min() < 0.05 * np.abs(best).max()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_that_emulates_it_warns_once(monkeypatch, caplog, native):
+    """bf16 without AVX512-BF16 / AMX is several times slower than fp32: one warning a
+    process says so; a CPU with native bf16 (or fp32) gets none."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    _warn_emulated_bf16.cache_clear()
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="detzoo.runtime"):
+        assert autocast_dtype(None, cpu) is None
+        assert [autocast_dtype("bf16", cpu) for _ in range(3)] == [torch.bfloat16] * 3
+    warned = [r.getMessage() for r in caplog.records if r.name == "detzoo.runtime"]
+    assert len(warned) == (0 if native else 1)
+    assert all("no native bf16" in w for w in warned)
+    _warn_emulated_bf16.cache_clear()

@@ -88,7 +88,7 @@ from detzoo.detectors.model import DetectionModel
 from detzoo.engine import distributed
 from detzoo.engine.evaluate import model_inputs
 from detzoo.engine.hooks import Hook
-from detzoo.engine.inference import AMP_DTYPES, autocast_dtype, inference_context
+from detzoo.engine.inference import AMP_DTYPES, autocast_dtype, emulated_bf16, inference_context
 from detzoo.engine.trainer import train
 from detzoo.errors import InputError, MissingFileError
 from detzoo.structures import PixelFormat, Size
@@ -566,7 +566,7 @@ class ConvPeakSampler:
             if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
                 self.notes[name] = f"skipped: {torch.cuda.get_device_name(device)} has no bfloat16"
                 continue
-            if device.type == "cpu" and dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            if dtype == torch.bfloat16 and emulated_bf16(device):
                 self.notes[name] = "this CPU has no native bf16 (no AVX512-BF16 / AMX): emulated"
             args = [t.to(device, dtype).contiguous(memory_format=torch.channels_last) for t in (x, weight)]
             try:
