@@ -27,6 +27,7 @@ from typing import Any
 from detzoo.errors import UserError
 
 _SCALARS = (str, int, float, bool, type(None))
+SECTIONS = ("model", "data", "optim", "schedule", "runtime")  # a config's top-level keys, each a dict
 ZOO_BASE = "zoo://"  # _base_ = "zoo://NAME": the zoo config of that name
 
 
@@ -45,11 +46,28 @@ def load_config(path_or_name: str | Path) -> dict:
     """Load a config file (path, or bare name looked up under ``config_root()``) with its bases merged."""
     text = str(path_or_name)
     if Path(text).name == text and not text.endswith(".py"):
-        return merge({}, _load(_find_by_name(text), ()))
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    return merge({}, _load(path.resolve(), ()))
+        path = _find_by_name(text)
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        path = path.resolve()
+    cfg = merge({}, _load(path, ()))
+    try:
+        check_sections(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return cfg
+
+
+def check_sections(cfg: Mapping) -> None:
+    """Raise ``ConfigError`` for a section of ``SECTIONS`` that ``cfg`` holds and that is not
+    a dict (``schedule`` may also be a preset's name): what every entry point reads first."""
+    for key in SECTIONS:
+        value = cfg.get(key, {})
+        if not isinstance(value, dict) and not (key == "schedule" and isinstance(value, str)):
+            kind = "a dict or a schedule's name" if key == "schedule" else "a dict"
+            raise ConfigError(f"{key} must be {kind}, got {value!r}")
 
 
 def merge(base: dict, child: dict) -> dict:
@@ -82,6 +100,7 @@ def apply_overrides(cfg: dict, overrides: Sequence[str], *, given_by: str = "--s
     for item in overrides:
         try:
             _apply(out, item)
+            check_sections(out)
         except ConfigError as e:
             raise ConfigError(f"{given_by} {item!r}: {e}") from None
     return out
@@ -106,7 +125,10 @@ def _apply(cfg: dict, item: str) -> None:
 
 
 def check_keys(section: str, cfg: Mapping, allowed: Iterable[str]) -> None:
-    """Raise ``ConfigError`` for the first key of ``cfg`` not in ``allowed`` (``section`` prefixes the message)."""
+    """Raise ``ConfigError`` for the first key of ``cfg`` not in ``allowed`` (``section`` prefixes the message),
+    or where ``cfg`` is not a dict at all (``--set optim=None``)."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{section or 'the config'} must be a dict, got {cfg!r}")
     allowed = list(allowed)
     for key in cfg:
         if key not in allowed:

@@ -450,6 +450,12 @@ def test_convert_writes_nothing_when_its_check_fails(source, match, trained, tmp
     ("optim.lr=-0.04", r"optim.lr must be a positive number, got -0.04$"),
     ("optim.momentum=-0.9", r"optim.momentum must be a number >= 0, got -0.9$"),
     ("model.roi_heads.num_classes=-1", r"model.roi_heads.num_classes must be a positive integer, got -1$"),
+    # a section replaced by None or a string: one line, not a TypeError deep in a builder
+    ("optim=None", r"optim must be a dict, got None$"),
+    ("runtime=None", r"runtime must be a dict, got None$"),
+    ("model='faster'", r"model must be a dict, got 'faster'$"),
+    ("schedule=None", r"schedule must be a dict or a schedule's name, got None$"),
+    ("data.train=None", r"data.train is not set; give it as dict\(ann_file=..., img_dir=...\)$"),
 ])
 def test_unknown_config_key_and_bad_value_name_them(override, match, trained, capsys):
     before = digests(trained)
@@ -465,6 +471,25 @@ def test_a_dict_set_merges_into_the_section(synth_data, tmp_path, capsys):
     assert code == 0, line
     backbone = detzoo.config.load_config(work / "config.py")["model"]["backbone"]
     assert backbone["frozen_stages"] == 1 and backbone["depth"] == 18 and backbone["stem_width"] == 8  # kept
+
+
+def test_a_config_file_whose_section_is_not_a_dict_names_the_file(tmp_path, capsys):
+    config = tmp_path / "broken.py"
+    config.write_text(f'_base_ = "{TINY}"\ndata = None\n')
+    fails(capsys, "train", config, "--work-dir", tmp_path / "work", culprit=config,
+          match=r"data must be a dict, got None$")
+    assert not (tmp_path / "work").exists()
+
+
+def test_data_val_none_trains_without_validation(synth_data, tmp_path, capsys):
+    """``--set data.val=None`` (mmdetection's ``val_dataloader=None``): training, no evaluation."""
+    work = tmp_path / "work"
+    code, line = cli(capsys, "train", TINY, "--work-dir", work,
+                     *sets(*data_overrides(synth_data), *SHORT, "runtime.eval_interval=1", "data.val=None"))
+    assert code == 0, line
+    records = [json.loads(r) for r in (work / "log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in records) and not any("eval" in r for r in records)
+    assert (work / "model_final.pth").is_file()
 
 
 def test_a_config_that_is_not_utf8(tmp_path, capsys):

@@ -68,7 +68,7 @@ def build_dataset(
     """The dataset of ``data.<split>`` with the training or test transform (random
     transforms seeded by ``seed``; see ``CocoDataset.set_epoch``). With keypoints, the
     flip swaps the dataset's left/right keypoints."""
-    if split not in cfg:
+    if cfg.get(split) is None:
         raise ConfigError(f"data.{split} is not set; give it as dict(ann_file=..., img_dir=...)")
     check_keys(f"data.{split}", cfg[split], SPLIT_KEYS)
     dataset = CocoDataset(

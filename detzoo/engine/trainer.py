@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detzoo.config import ConfigError, check_keys, dump_config
+from detzoo.config import SECTIONS, ConfigError, check_keys, dump_config
 from detzoo.data.build import build_dataset, model_targets
 from detzoo.data.coco import CocoDataset, Sample
 from detzoo.data.loader import build_train_loader
@@ -36,7 +36,6 @@ from detzoo.version import __version__
 
 logger = logging.getLogger("detzoo.train")
 
-CONFIG_KEYS = ("model", "data", "optim", "schedule", "runtime")
 OPTIM_KEYS = (
     "lr",
     "base_batch_size",
@@ -278,7 +277,7 @@ def _train(
     cfg: Mapping[str, Any], *, work_dir: Path, resume: bool, overwrite: bool, load_from: Mapping[str, Any] | None,
     hooks: Sequence[Hook],
 ) -> dict[str, Any]:
-    check_keys("config", cfg, CONFIG_KEYS)
+    check_keys("config", cfg, SECTIONS)
     optim, runtime, data = cfg["optim"], cfg["runtime"], cfg["data"]
     check_keys("optim", optim, OPTIM_KEYS)
     check_optim(optim)
@@ -341,7 +340,8 @@ def _train(
 
 def _datasets(cfg: Mapping[str, Any], model: DetectionModel) -> tuple[CocoDataset, CocoDataset | None]:
     """The training set of ``cfg`` for ``model`` and its validation set (None without
-    ``data.val``), both checked against the model's classes now, before any training."""
+    ``data.val`` or with ``data.val=None``, as mmdetection's ``val_dataloader=None``), both
+    checked against the model's classes now, before any training."""
     data, seed = cfg["data"], cfg["runtime"]["seed"]
     targets = model_targets(model.outputs)
     train_set = build_dataset(data, "train", model.pixel_format, train=True, seed=seed, **targets)
@@ -351,7 +351,8 @@ def _datasets(cfg: Mapping[str, Any], model: DetectionModel) -> tuple[CocoDatase
             f"{key} is {model.num_classes} but {data['train']['ann_file']} has "
             f"{len(train_set.class_names)} categories; set --set {key}={len(train_set.class_names)}"
         )
-    val_set = build_dataset(data, "val", model.pixel_format, train=False, **targets) if "val" in data else None
+    val_set = None if data.get("val") is None else build_dataset(data, "val", model.pixel_format, train=False,
+                                                                 **targets)
     if val_set is not None and not model.is_proposal_generator:  # now, not at the first evaluation
         compare_classes(train_set.cat_ids, train_set.class_names, train_set.ann_file, val_set)
     return train_set, val_set
