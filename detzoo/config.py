@@ -135,8 +135,18 @@ def check_keys(section: str, cfg: Mapping, allowed: Iterable[str]) -> None:
             raise ConfigError(_unknown_key(section, key, allowed))
 
 
+def check_not_none(section: str, cfg: Mapping, keys: Iterable[str]) -> None:
+    """Raise ``ConfigError`` for the first of ``keys`` that ``cfg`` sets to None: keys that
+    take no None, which ``--set`` would let through (``_fits`` lets None replace any value)."""
+    for key in keys:
+        if key in cfg and cfg[key] is None:
+            raise ConfigError(f"{_dotted(section, key)} may not be None")
+
+
 def check_signature(section: str, cfg: Mapping, fn: Callable, *, exclude: Iterable[str] = ()) -> None:
-    """Check ``cfg`` against the keyword parameters of ``fn`` (minus ``exclude``): unknown and missing keys."""
+    """Check ``cfg`` against the keyword parameters of ``fn`` (minus ``exclude``): unknown and
+    missing keys, and None for a parameter whose annotation and default do not admit it
+    (``--set model.neck.out_channels=None``: ``_fits`` lets None replace any value)."""
     exclude = set(exclude)
     params = inspect.signature(fn).parameters.values()
     named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in exclude]
@@ -146,6 +156,22 @@ def check_signature(section: str, cfg: Mapping, fn: Callable, *, exclude: Iterab
     if missing:
         name = getattr(fn, "__qualname__", repr(fn))
         raise ConfigError(f"missing required key(s) {', '.join(map(repr, missing))} for {name}")
+    for p in named:
+        if p.name in cfg and cfg[p.name] is None and not _admits_none(p):
+            raise ConfigError(f"{_dotted(section, p.name)} may not be None; it takes {_annotation(p)}")
+
+
+def _annotation(p: inspect.Parameter) -> str:
+    """A parameter's annotation as written (a string under ``from __future__ import annotations``)."""
+    return p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
+
+
+def _admits_none(p: inspect.Parameter) -> bool:
+    """Whether ``p`` takes None: unannotated, defaulting to None, or annotated ``... | None``,
+    ``Optional[...]`` or ``Any``."""
+    if p.annotation is p.empty or p.default is None:
+        return True
+    return any(word in _annotation(p) for word in ("None", "Optional", "Any"))
 
 
 def dump_config(cfg: dict) -> str:

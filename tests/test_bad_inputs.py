@@ -35,6 +35,7 @@ from pycocotools import mask as mask_utils
 
 import detzoo
 from detzoo.cli import main
+from detzoo.config import ConfigError, load_config
 from detzoo.data.images import read_rgb
 from detzoo.data.synthetic import data_overrides
 from detzoo.detectors.build import build_model
@@ -456,12 +457,43 @@ def test_convert_writes_nothing_when_its_check_fails(source, match, trained, tmp
     ("model='faster'", r"model must be a dict, got 'faster'$"),
     ("schedule=None", r"schedule must be a dict or a schedule's name, got None$"),
     ("data.train=None", r"data.train is not set; give it as dict\(ann_file=..., img_dir=...\)$"),
+    # None replaces any value (optional keys hold it), but not one whose constructor takes no None
+    ("model.neck.out_channels=None", r"model.neck.out_channels may not be None; it takes int$"),
+    ("model.roi_heads.box_coder_weights=None",
+     r"model.roi_heads.box_coder_weights may not be None; it takes Sequence\[float\]$"),
+    ("model.dense_head.anchor_generator=None", r"model.dense_head.anchor_generator must be a dict, got None$"),
+    ("runtime.log_interval=None", r"runtime.log_interval may not be None$"),
+    ("data.images_per_gpu=None", r"data.images_per_gpu may not be None$"),
 ])
 def test_unknown_config_key_and_bad_value_name_them(override, match, trained, capsys):
     before = digests(trained)
     fails(capsys, "train", TINY, "--work-dir", trained, "--resume", "--set", override,
           culprit=override.split("=")[0], match=match)
     assert digests(trained) == before
+
+
+def _keys(cfg: dict, prefix: str = ""):
+    for key, value in cfg.items():
+        yield f"{prefix}{key}", value
+        if isinstance(value, dict):
+            yield from _keys(value, f"{prefix}{key}.")
+
+
+@pytest.mark.parametrize("config", sorted((TESTS / "configs").glob("tiny_*.py")), ids=lambda p: p.stem)
+def test_none_for_any_model_or_data_key_builds_or_is_a_config_error(config):
+    """Every key of ``model`` and ``data`` set to None (a dict also to 'x', {} and []): the
+    detector builds (an optional key) or a ``ConfigError`` names the key, never a TypeError
+    from inside a constructor."""
+    refused = []
+    for key, value in _keys(load_config(config)):
+        if not key.startswith(("model", "data")) or value is None:
+            continue
+        for text in ("None", "'x'", "{}", "[]") if isinstance(value, dict) else ("None",):
+            try:
+                detzoo.load_model(str(config), overrides=[f"{key}={text}"])
+            except ConfigError as e:
+                refused.append(str(e))
+    assert len(refused) > 20 and all("\n" not in r for r in refused), refused  # any other exception propagated
 
 
 def test_a_dict_set_merges_into_the_section(synth_data, tmp_path, capsys):

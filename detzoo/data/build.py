@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from detzoo.config import ConfigError, check_keys
+from detzoo.config import ConfigError, check_keys, check_not_none
 from detzoo.data.coco import CocoDataset
 from detzoo.data.transforms import Compose, build_transforms, keypoint_flip_map
 from detzoo.structures import PixelFormat
@@ -27,14 +27,22 @@ DATA_KEYS = (
     "proposals_topk_test",
     "test_time_aug",  # read by detzoo.engine.tta.build_tta
 )
+# None: no such split (checked where one is read), no ratio range, crop, padding or TTA
+DATA_OPTIONAL = ("train", "val", "scale_ratio_range", "crop_size", "pad_size", "test_time_aug")
 SPLIT_KEYS = ("ann_file", "img_dir", "proposals_file")
+
+
+def check_data(cfg: Mapping[str, Any]) -> None:
+    """A ``data`` section's keys: known ones, None only where it means "none"."""
+    check_keys("data", cfg, DATA_KEYS)
+    check_not_none("data", cfg, [k for k in DATA_KEYS if k not in DATA_OPTIONAL])
 
 
 def build_transform(
     cfg: Mapping[str, Any], pixel_format: PixelFormat, *, train: bool, flip_map: Sequence[tuple[int, int]] = ()
 ) -> Compose:
     """The training or test pipeline of a ``data`` config (see ``build_transforms``)."""
-    check_keys("data", cfg, DATA_KEYS)
+    check_data(cfg)
     return build_transforms(
         train=train,
         scales=cfg["train_scales"] if train else (cfg["test_scale"],),
@@ -68,6 +76,7 @@ def build_dataset(
     """The dataset of ``data.<split>`` with the training or test transform (random
     transforms seeded by ``seed``; see ``CocoDataset.set_epoch``). With keypoints, the
     flip swaps the dataset's left/right keypoints."""
+    check_data(cfg)  # before reading any file
     if cfg.get(split) is None:
         raise ConfigError(f"data.{split} is not set; give it as dict(ann_file=..., img_dir=...)")
     check_keys(f"data.{split}", cfg[split], SPLIT_KEYS)

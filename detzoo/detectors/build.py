@@ -42,6 +42,8 @@ def _build(fn: Callable, section: str, cfg: Mapping[str, Any], **derived: Any) -
     """``fn(**cfg, **derived)`` after checking ``cfg`` against ``fn``'s signature. What the
     constructor refuses (its own checks' ValueError, torch's RuntimeError for a negative
     size) comes from the config's values: a ``ConfigError`` naming the section."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{section} must be a dict, got {cfg!r}")
     clash = sorted(set(cfg) & set(derived))
     if clash:
         raise ConfigError(

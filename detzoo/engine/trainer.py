@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detzoo.config import SECTIONS, ConfigError, check_keys, dump_config
+from detzoo.config import SECTIONS, ConfigError, check_keys, check_not_none, dump_config
 from detzoo.data.build import build_dataset, model_targets
 from detzoo.data.coco import CocoDataset, Sample
 from detzoo.data.loader import build_train_loader
@@ -51,6 +51,7 @@ RUNTIME_KEYS = (
     "seed", "device", "log_interval", "checkpoint_interval", "eval_interval", "tensorboard", "amp", "compile",
     "load_from",
 )
+RUNTIME_OPTIONAL = ("amp", "load_from")  # None: fp32; from model.backbone.init
 
 
 def _seed_all(seed: int) -> None:
@@ -282,6 +283,7 @@ def _train(
     check_keys("optim", optim, OPTIM_KEYS)
     check_optim(optim)
     check_keys("runtime", runtime, RUNTIME_KEYS)
+    check_not_none("runtime", runtime, [k for k in RUNTIME_KEYS if k not in RUNTIME_OPTIONAL])
     log = TrainingLog(work_dir, tensorboard=runtime["tensorboard"])
     device = distributed.init_from_env(runtime["device"])
     rank, world = distributed.rank(), distributed.world_size()
