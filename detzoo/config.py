@@ -157,13 +157,59 @@ def check_signature(section: str, cfg: Mapping, fn: Callable, *, exclude: Iterab
         name = getattr(fn, "__qualname__", repr(fn))
         raise ConfigError(f"missing required key(s) {', '.join(map(repr, missing))} for {name}")
     for p in named:
-        if p.name in cfg and cfg[p.name] is None and not _admits_none(p):
+        if p.name not in cfg or p.annotation is p.empty:
+            continue
+        value = cfg[p.name]
+        if value is None and not _admits_none(p):
             raise ConfigError(f"{_dotted(section, p.name)} may not be None; it takes {_annotation(p)}")
+        if value is not None and not _admits_kind(value, _annotation(p)):
+            raise ConfigError(f"{_dotted(section, p.name)}: {value!r} ({_kind(value)}) is not a valid value; "
+                              f"it takes {_annotation(p)}")
 
 
 def _annotation(p: inspect.Parameter) -> str:
     """A parameter's annotation as written (a string under ``from __future__ import annotations``)."""
     return p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
+
+
+# the kinds (``_kind``) an annotation's outer type takes; any other type (Size, Callable, ...) is not checked
+_ANNOTATION_KINDS = {
+    "int": ("number",), "float": ("number",), "bool": ("bool",), "str": ("str",),
+    "Sequence": ("sequence",), "list": ("sequence",), "tuple": ("sequence",),
+    "Mapping": ("dict",), "dict": ("dict",),
+}
+
+
+def _admits_kind(value: Any, annotation: str) -> bool:
+    """Whether a config value (not None) fits the outer type of a parameter's ``annotation``
+    (``int | None``, ``Sequence[int]``, ``tuple[float, float]``): a number for ``int`` /
+    ``float`` (an ``int`` must be integral), a list or tuple for a sequence type, a dict for
+    a mapping. Annotations naming other types admit anything."""
+    if annotation.startswith("Optional[") and annotation.endswith("]"):
+        annotation = annotation[len("Optional["):-1]
+    kinds = []
+    for part in _top_level(annotation):
+        head = part.split("[", 1)[0].strip().rsplit(".", 1)[-1]  # collections.abc.Sequence[str]: Sequence
+        if head == "None":
+            continue
+        if head not in _ANNOTATION_KINDS:
+            return True
+        kinds.append(head)
+    kind = _kind(value)
+    if "int" in kinds and "float" not in kinds and isinstance(value, float):
+        return False
+    return any(kind in _ANNOTATION_KINDS[k] for k in kinds)
+
+
+def _top_level(annotation: str) -> list[str]:
+    """The ``|``-separated parts of an annotation, outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(annotation):
+        depth += (char == "[") - (char == "]")
+        if char == "|" and depth == 0:
+            parts.append(annotation[start:i])
+            start = i + 1
+    return [*parts, annotation[start:]]
 
 
 def _admits_none(p: inspect.Parameter) -> bool:

@@ -12,6 +12,7 @@ conventions, and mismatched classes are named before inference."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import io
@@ -496,6 +497,35 @@ def test_none_for_any_model_or_data_key_builds_or_is_a_config_error(config):
     assert len(refused) > 20 and all("\n" not in r for r in refused), refused  # any other exception propagated
 
 
+def _leaves(cfg: dict, path: tuple[str, ...] = ()):
+    for key, value in cfg.items():
+        yield from _leaves(value, (*path, key)) if isinstance(value, dict) else [((*path, key), value)]
+
+
+@pytest.mark.parametrize("config", sorted((TESTS / "configs").glob("tiny_*.py")), ids=lambda p: p.stem)
+def test_a_model_value_of_another_kind_in_a_file_builds_or_is_a_config_error(config):
+    """A config file is not held to the kinds ``--set`` checks: every value of ``model`` set
+    to a string, a negative int, a float, a list and a bool (those of another kind than the
+    value there) builds or is a ``ConfigError`` (the constructor's annotation, its own
+    checks), never a TypeError from inside it."""
+    model = load_config(config)["model"]
+    refused = []
+    for path, value in _leaves(model):
+        for other in ("x", -1, 2.5, [1], True):
+            if type(other) is type(value):
+                continue
+            changed = copy.deepcopy(model)
+            node = changed
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = other
+            try:
+                build_model(changed)
+            except ConfigError as e:
+                refused.append(str(e))
+    assert len(refused) > 50 and all("\n" not in r for r in refused), refused  # any other exception propagated
+
+
 def test_a_dict_set_merges_into_the_section(synth_data, tmp_path, capsys):
     work = tmp_path / "work"
     code, line = cli(capsys, "train", TINY, "--work-dir", work,
@@ -503,6 +533,13 @@ def test_a_dict_set_merges_into_the_section(synth_data, tmp_path, capsys):
     assert code == 0, line
     backbone = detzoo.config.load_config(work / "config.py")["model"]["backbone"]
     assert backbone["frozen_stages"] == 1 and backbone["depth"] == 18 and backbone["stem_width"] == 8  # kept
+
+
+def test_a_config_file_value_of_another_kind_names_the_key(tmp_path, capsys):
+    config = tmp_path / "fc.py"
+    config.write_text(f'_base_ = "{TINY}"\nmodel = dict(roi_heads=dict(box_head=dict(fc_dim="1024")))\n')
+    fails(capsys, "train", config, "--work-dir", tmp_path / "work", culprit="model.roi_heads.box_head.fc_dim",
+          match=r"'1024' \(str\) is not a valid value; it takes int$")
 
 
 def test_a_config_file_whose_section_is_not_a_dict_names_the_file(tmp_path, capsys):

@@ -90,6 +90,8 @@ def _default(fn: Callable, name: str) -> Any:
 
 def _split(section: str, cfg: Mapping[str, Any], *keys: str) -> tuple[list[Any], dict[str, Any]]:
     """Take the required sub-sections ``keys`` out of ``cfg``; return them and the rest."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{section} must be a dict, got {cfg!r}")
     missing = [k for k in keys if k not in cfg]
     if missing:
         raise ConfigError(f"{section}: missing required key '{section}.{missing[0]}'")
@@ -100,7 +102,7 @@ def _inputs(section: str, source: nn.Module, cfg: Mapping[str, Any]) -> tuple[li
     """Strides and the common channel count of the levels ``cfg.in_features`` of
     ``source`` (the neck, or the backbone of a model without one)."""
     features = cfg.get("in_features")
-    if not features:
+    if not features or not isinstance(features, (list, tuple)):
         raise ConfigError(f"{section}.in_features must list the levels to read, e.g. {list(source.strides)}")
     unknown = [f for f in features if f not in source.out_channels]
     if unknown:
