@@ -65,9 +65,16 @@ def check_sections(cfg: Mapping) -> None:
     a dict (``schedule`` may also be a preset's name): what every entry point reads first."""
     for key in SECTIONS:
         value = cfg.get(key, {})
-        if not isinstance(value, dict) and not (key == "schedule" and isinstance(value, str)):
-            kind = "a dict or a schedule's name" if key == "schedule" else "a dict"
-            raise ConfigError(f"{key} must be {kind}, got {value!r}")
+        if key == "schedule" and not isinstance(value, (dict, str)):
+            raise ConfigError(f"schedule must be a dict or a schedule's name, got {value!r}")
+        if key != "schedule":
+            check_dict(key, value)
+
+
+def check_dict(section: str, cfg: Any) -> None:
+    """Raise ``ConfigError`` where the section ``cfg`` is not a dict (``--set optim=None``)."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{section} must be a dict, got {cfg!r}")
 
 
 def merge(base: dict, child: dict) -> dict:
@@ -127,8 +134,7 @@ def _apply(cfg: dict, item: str) -> None:
 def check_keys(section: str, cfg: Mapping, allowed: Iterable[str]) -> None:
     """Raise ``ConfigError`` for the first key of ``cfg`` not in ``allowed`` (``section`` prefixes the message),
     or where ``cfg`` is not a dict at all (``--set optim=None``)."""
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{section or 'the config'} must be a dict, got {cfg!r}")
+    check_dict(section or "the config", cfg)
     allowed = list(allowed)
     for key in cfg:
         if key not in allowed:
@@ -213,9 +219,9 @@ def _top_level(annotation: str) -> list[str]:
 
 
 def _admits_none(p: inspect.Parameter) -> bool:
-    """Whether ``p`` takes None: unannotated, defaulting to None, or annotated ``... | None``,
+    """Whether ``p`` (annotated) takes None: defaulting to None, or annotated ``... | None``,
     ``Optional[...]`` or ``Any``."""
-    if p.annotation is p.empty or p.default is None:
+    if p.default is None:
         return True
     return any(word in _annotation(p) for word in ("None", "Optional", "Any"))
 

@@ -16,7 +16,7 @@ from torch import nn
 import inspect
 
 from detzoo.backbones.resnet import ResNet
-from detzoo.config import ConfigError, check_signature
+from detzoo.config import ConfigError, check_dict, check_signature
 from detzoo.detectors.model import DetectionModel
 from detzoo.errors import UserError
 from detzoo.heads.box import BoxPredictor, ConvFCBoxHead, Res5BoxHead, RoIHeads
@@ -42,8 +42,7 @@ def _build(fn: Callable, section: str, cfg: Mapping[str, Any], **derived: Any) -
     """``fn(**cfg, **derived)`` after checking ``cfg`` against ``fn``'s signature. What the
     constructor refuses (its own checks' ValueError, torch's RuntimeError for a negative
     size) comes from the config's values: a ``ConfigError`` naming the section."""
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{section} must be a dict, got {cfg!r}")
+    check_dict(section, cfg)
     clash = sorted(set(cfg) & set(derived))
     if clash:
         raise ConfigError(
@@ -90,8 +89,7 @@ def _default(fn: Callable, name: str) -> Any:
 
 def _split(section: str, cfg: Mapping[str, Any], *keys: str) -> tuple[list[Any], dict[str, Any]]:
     """Take the required sub-sections ``keys`` out of ``cfg``; return them and the rest."""
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{section} must be a dict, got {cfg!r}")
+    check_dict(section, cfg)
     missing = [k for k in keys if k not in cfg]
     if missing:
         raise ConfigError(f"{section}: missing required key '{section}.{missing[0]}'")
